@@ -1,0 +1,1 @@
+//! kubefence admission webhook.
