@@ -1,0 +1,3 @@
+module kubefence.test/pause
+
+go 1.22
