@@ -39,17 +39,27 @@ _kf_toml_list() { # "a,b" -> ['a', 'b']
 
 # kf_node_config VERSION DIR: writes DIR/config.toml for that containerd version.
 kf_node_config() {
-  local ver="$1" d="$2" cfgver shim_section="" runc_bin nono_bin
+  local ver="$1" d="$2" cfgver runc_bin nono_bin
   case "$ver" in
     v2.0.*|v2.1.*|v2.2.*) cfgver=3 ;;
     *) cfgver=4 ;;  # config version 4 since containerd v2.3.0
   esac
-  # containerd >= 2.3 lets the shim socket dir move out of /run/containerd/s.
+  local servers
   if [ "$cfgver" -ge 4 ]; then
-    shim_section="
+    # version 4 (containerd >= 2.3): the listeners are server plugins, and
+    # the shim socket dir can move out of the hard-coded /run/containerd/s.
+    servers="[plugins.'io.containerd.server.v1.grpc']
+  address = '$d/run/containerd.sock'
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = '$d/run/containerd.sock.ttrpc'
+[plugins.'io.containerd.server.v1.debug']
+  address = '$d/run/debug.sock'
+[plugins.'io.containerd.server.v1.metrics']
+  address = ''
 [plugins.'io.containerd.shim.v1.manager']
-  socket_dir = '$d/s'
-"
+  socket_dir = '$d/s'"
+  else
+    servers="[plugins]"
   fi
   runc_bin="$(command -v runc)"
   nono_bin="${KUBEFENCE_NONO_RUNC_BINARY:-$runc_bin}"
@@ -60,24 +70,28 @@ root = '$d/root'
 state = '$d/state'
 temp = '$d/tmp'
 disabled_plugins = []
+# never merge the host's /etc/containerd/conf.d drop-ins
+imports = []
 
+$(if [ "$cfgver" -lt 4 ]; then echo "
 [grpc]
   address = '$d/run/containerd.sock'
 
 [ttrpc]
   address = '$d/run/containerd.sock.ttrpc'
 
-[debug]
-  address = '$d/run/debug.sock'
-  level = '${KUBEFENCE_CONTAINERD_LOG_LEVEL:-info}'
-
 [metrics]
   address = ''
+"; fi)
+[debug]
+$([ "$cfgver" -lt 4 ] && echo "  address = '$d/run/debug.sock'")
+  level = '${KUBEFENCE_CONTAINERD_LOG_LEVEL:-info}'
 
-[plugins]
+$servers
 [plugins.'io.containerd.internal.v1.opt']
   path = '$d/opt'
-$shim_section
+[plugins.'io.containerd.image-verifier.v1.bindir']
+  bin_dir = '$d/image-verifier/bin'
 [plugins.'io.containerd.grpc.v1.cri']
   disable_tcp_service = true
   stream_server_address = '127.0.0.1'

@@ -104,11 +104,12 @@ build_debian() {
     # debootstrap unmounts on success; be sure nothing is left mounted.
     local m
     for m in $(awk -v p="$r/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r); do umount -l "$m"; done
+    chroot "$r" /usr/bin/perl -e 'exit 0' || kf_die "debian rootfs: perl does not run"
+    chroot "$r" /usr/bin/python3 -c 'pass' || kf_die "debian rootfs: python3 does not run"
     rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/* "$r"/var/log/* "$r"/tmp/* \
       "$r"/dev/* "$r"/proc/* "$r"/sys/* "$r"/run/*
     : >"$r/etc/resolv.conf"
     printf 'kubefence-debian\n' >"$r/etc/hostname"
-    chroot "$r" /usr/bin/perl -e 'exit 0' || kf_die "debian rootfs: perl does not run"
     mkdir -p "$rcache"
     kf_tar_dir "$r" "$rcache/rootfs.tar.tmp"
     mv "$rcache/rootfs.tar.tmp" "$rcache/rootfs.tar"
