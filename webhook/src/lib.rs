@@ -1,1 +1,9 @@
-//! kubefence admission webhook.
+//! kubefence admission webhook: puts the pods of opted-in namespaces under
+//! a sandbox RuntimeClass and signs the decision the node plugin enforces.
+
+pub mod admission;
+pub mod config;
+pub mod namespaces;
+pub mod patch;
+pub mod policy;
+pub mod review;
