@@ -1,1 +1,3 @@
 //! kubefence NRI plugin.
+
+pub mod proto;
