@@ -1,3 +1,4 @@
 //! kubefence NRI plugin.
 
+pub mod mux;
 pub mod proto;
