@@ -3,7 +3,11 @@
 
 pub mod admission;
 pub mod config;
+pub mod keyfiles;
+pub mod metrics;
 pub mod namespaces;
 pub mod patch;
 pub mod policy;
 pub mod review;
+pub mod server;
+pub mod tls;
