@@ -107,6 +107,9 @@ $servers
 
 [plugins.'io.containerd.cri.v1.runtime']
   enable_selinux = false
+  # this machine kind withholds CAP_SYS_RESOURCE even from root: a sandbox's
+  # oom_score_adj (-998) cannot go below containerd's own, so clamp it.
+  restrict_oom_score_adj = true
   cdi_spec_dirs = ['$d/cdi']
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     # no CNI plugin on this machine: run pods in the node network namespace
@@ -159,7 +162,7 @@ export CRI_CONFIG_FILE='$d/crictl.yaml'
 export CRICTL_BIN='$(cat "$d/crictldir")'
 export NRI_SOCKET='$d/run/nri.sock'
 export KUBEFENCE_POD_LOG_DIR='$d/pods'
-export KUBEFENCE_CGROUP_PARENT='/kubefence-$(basename "$d")'
+export KUBEFENCE_CGROUP_PARENT='/kubefence-e2e-${d##*.}'
 export PATH='$(cat "$d/crictldir"):$(cat "$d/bindir"):'"\$PATH"
 EOF
 }
@@ -209,8 +212,9 @@ kf_node_up() {
 
   ok=""
   for i in $(seq 1 100); do
-    if CRI_CONFIG_FILE="$d/crictl.yaml" "$crictldir/crictl" info -o json >"$d/cri-info.json" 2>/dev/null \
-       && grep -A1 '"type": "RuntimeReady"' "$d/cri-info.json" | grep -q '"status": true'; then ok=1; break; fi
+    if CRI_CONFIG_FILE="$d/crictl.yaml" "$crictldir/crictl" info -o go-template \
+         --template '{{range .status.conditions}}{{.type}}={{.status}} {{end}}' 2>/dev/null \
+       | grep -q 'RuntimeReady=true'; then ok=1; break; fi
     sleep 0.2
   done
   [ -n "$ok" ] || { kf_log "CRI not ready in 20s"; tail -40 "$d/containerd.log" >&2; kf_node_down "$d"; return 1; }
@@ -271,7 +275,7 @@ kf_node_down() {
     for p in $m; do umount "$p" 2>/dev/null || umount -l "$p" 2>/dev/null || true; done
   done
   # 6. cgroups created under the node's cgroup parent
-  for cg in /sys/fs/cgroup/*/"kubefence-$(basename "$d")" /sys/fs/cgroup/"kubefence-$(basename "$d")"; do
+  for cg in /sys/fs/cgroup/*/"kubefence-e2e-${d##*.}" /sys/fs/cgroup/"kubefence-e2e-${d##*.}"; do
     [ -d "$cg" ] || continue
     find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done

@@ -128,7 +128,7 @@ for ver in "${VERSIONS[@]}"; do
     fail "[$ver] node up: $(tail -20 "$work/up-$ver.log" | tr '\n' ' ' | cut -c1-600)"
     continue
   fi
-  step "[$ver] CRI info RuntimeReady" bash -c "crictl info -o json | grep -A1 '\"type\": \"RuntimeReady\"' | grep -q '\"status\": true'" || true
+  step "[$ver] CRI info RuntimeReady" bash -c "crictl info -o go-template --template '{{range .status.conditions}}{{.type}}={{.status}} {{end}}' | tee /dev/stderr | grep -q RuntimeReady=true" || true
   step "[$ver] NRI enabled with default validator" bash -c \
     "grep -q 'enable = true' '$CONTAINERD_CONFIG' && [ -S '$NRI_SOCKET' ]" || true
   for h in runc nono-runc; do
@@ -137,7 +137,7 @@ for ver in "${VERSIONS[@]}"; do
   d="$KUBEFENCE_NODE_DIR"
   kf_node_down "$d" >"$work/down-$ver.log" 2>&1 || true
   leftovers="$( { [ -e "$d" ] && echo "dir $d"; awk -v p="$d/" 'index($2, p) == 1 {print "mount " $2}' /proc/self/mounts
-                  pgrep -f "$d/" | sed 's/^/pid /'; ls -d /sys/fs/cgroup/*/"kubefence-$(basename "$d")" 2>/dev/null; } || true)"
+                  pgrep -f "$d/" | sed 's/^/pid /'; ls -d /sys/fs/cgroup/*/"kubefence-e2e-${d##*.}" 2>/dev/null; } || true)"
   if [ -z "$leftovers" ]; then pass "[$ver] node down, nothing left ($((SECONDS - tv))s for this version)"
   else fail "[$ver] node down left: $(echo "$leftovers" | tr '\n' ' ')"; fi
 done
