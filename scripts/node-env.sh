@@ -280,8 +280,14 @@ kf_node_down() {
     find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
   # 7. the shim socket dir containerd < 2.3 creates in /run
+  #    (shims remove their sockets as they exit: give them a moment)
   if [ "$(cat "$d/run-containerd-existed" 2>/dev/null || echo 1)" = 0 ]; then
-    rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+    for i in $(seq 1 25); do
+      rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+      [ -e /run/containerd ] || break
+      sleep 0.2
+    done
+    [ -e /run/containerd ] && kf_log "down: /run/containerd left: $(ls -A /run/containerd/s 2>/dev/null | wc -l) entries in s/ (another node running?)"
   fi
   rm -rf "$d" 2>/dev/null || { sleep 1; rm -rf "$d"; }
   if [ "${KUBEFENCE_NODE_DIR:-}" = "$d" ]; then

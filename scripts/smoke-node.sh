@@ -59,11 +59,12 @@ logs_contain() { # CID WORD
 
 json_escape() { local s="$1"; s="${s//\\/\\\\}"; s="${s//\"/\\\"}"; printf '%s' "$s"; }
 
-pod_config() { # NAME -> path of a host-network pod config
-  local name="$1" f="$work/pod-$1.json"
+pod_config() { # NAME [ANNOTATIONS-JSON] -> path of a host-network pod config
+  local name="$1" f="$work/pod-$1.json" ann="${2:-{\}}"
   cat >"$f" <<EOF
 {
   "metadata": {"name": "$name", "namespace": "kubefence-smoke", "uid": "uid-$name-$$", "attempt": 1},
+  "annotations": $ann,
   "log_directory": "$KUBEFENCE_POD_LOG_DIR/$name",
   "linux": {
     "cgroup_parent": "$KUBEFENCE_CGROUP_PARENT",
@@ -119,6 +120,26 @@ run_handler() { # VERSION HANDLER
   step "$tag no pod left" bash -c "[ -z \"\$(crictl pods -q)\" ]" || true
 }
 
+# The NRI default validator is on: a container whose pod requires an NRI plugin
+# that is not connected must be refused (and the refusal must name it).
+validator_check() { # VERSION
+  local tag="[$1 default-validator]" podcfg pod ccfg
+  podcfg="$(pod_config smoke-validator '{"required-plugins.noderesource.dev/container.guarded": "[\"kubefence\"]"}')"
+  step "$tag runp (pod requires plugin kubefence for container guarded)" cri runp --runtime runc "$podcfg" || return 0
+  pod="$(tail -1 "$work/last.out")"
+  ccfg="$(ctr_config guarded kubefence.test/busybox:1 '["/bin/true"]')"
+  if cri create "$pod" "$ccfg" "$podcfg" >"$work/last.out" 2>&1; then
+    fail "$tag create guarded was NOT refused although plugin kubefence is missing"
+  elif grep -q kubefence "$work/last.out"; then
+    pass "$tag create guarded refused: $(grep -o 'rpc error.*' "$work/last.out" | head -1 | cut -c1-200)"
+  else
+    fail "$tag create guarded failed for another reason: $(tr '\n' ' ' <"$work/last.out" | cut -c1-300)"
+  fi
+  ccfg="$(ctr_config free kubefence.test/busybox:1 '["/bin/true"]')"
+  step "$tag create of an unguarded container in the same pod still works" cri create "$pod" "$ccfg" "$podcfg" || true
+  step "$tag stopp+rmp" bash -c "crictl stopp $pod && crictl rmp $pod" || true
+}
+
 t0=$SECONDS
 for ver in "${VERSIONS[@]}"; do
   tv=$SECONDS
@@ -134,6 +155,7 @@ for ver in "${VERSIONS[@]}"; do
   for h in runc nono-runc; do
     run_handler "$ver" "$h"
   done
+  validator_check "$ver"
   d="$KUBEFENCE_NODE_DIR"
   kf_node_down "$d" >"$work/down-$ver.log" 2>&1 || true
   leftovers="$( { [ -e "$d" ] && echo "dir $d"; awk -v p="$d/" 'index($2, p) == 1 {print "mount " $2}' /proc/self/mounts
