@@ -44,7 +44,7 @@ kf_node_config() {
     v2.0.*|v2.1.*|v2.2.*) cfgver=3 ;;
     *) cfgver=4 ;;  # config version 4 since containerd v2.3.0
   esac
-  local servers
+  local servers legacy="" debug_addr=""
   if [ "$cfgver" -ge 4 ]; then
     # version 4 (containerd >= 2.3): the listeners are server plugins, and
     # the shim socket dir can move out of the hard-coded /run/containerd/s.
@@ -59,6 +59,17 @@ kf_node_config() {
 [plugins.'io.containerd.shim.v1.manager']
   socket_dir = '$d/s'"
   else
+    # version 3 (containerd 2.0 - 2.2): top-level listener sections.
+    legacy="
+[grpc]
+  address = '$d/run/containerd.sock'
+[ttrpc]
+  address = '$d/run/containerd.sock.ttrpc'
+[metrics]
+  address = ''
+"
+    debug_addr="  address = '$d/run/debug.sock'
+"
     servers="[plugins]"
   fi
   runc_bin="$(command -v runc)"
@@ -73,19 +84,9 @@ disabled_plugins = []
 # never merge the host's /etc/containerd/conf.d drop-ins
 imports = []
 
-$(if [ "$cfgver" -lt 4 ]; then echo "
-[grpc]
-  address = '$d/run/containerd.sock'
-
-[ttrpc]
-  address = '$d/run/containerd.sock.ttrpc'
-
-[metrics]
-  address = ''
-"; fi)
+$legacy
 [debug]
-$([ "$cfgver" -lt 4 ] && echo "  address = '$d/run/debug.sock'")
-  level = '${KUBEFENCE_CONTAINERD_LOG_LEVEL:-info}'
+$debug_addr  level = '${KUBEFENCE_CONTAINERD_LOG_LEVEL:-info}'
 
 $servers
 [plugins.'io.containerd.internal.v1.opt']
