@@ -542,13 +542,15 @@ fn sandboxed_pod() -> Value {
     out
 }
 
+type Edit = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn update_tampering_is_denied_except_for_trusted_users() {
     let p = policy();
     let n = enforce();
     let base = sandboxed_pod();
     let old = pod(base.clone());
-    let edits: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let edits: Vec<(&str, Edit)> = vec![
         (
             "modify",
             Box::new(|v: &mut Value| {
