@@ -161,13 +161,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = keygen(&dir.path().join("old")).unwrap();
         let other = keygen(&dir.path().join("other")).unwrap();
+        // A mounted trust directory holds public keys only.
+        let trust_dir = dir.path().join("trust");
+        std::fs::create_dir_all(&trust_dir).unwrap();
+        std::fs::copy(
+            dir.path().join("other").join(PUBLIC_KEY_FILE),
+            trust_dir.join("other.pem"),
+        )
+        .unwrap();
+        std::fs::write(trust_dir.join(".hidden.pem"), "ignored").unwrap();
         let me = Signer::generate().unwrap();
         let t = trust_set(
             &me,
-            &[
-                dir.path().join("old").join(PUBLIC_KEY_FILE),
-                dir.path().join("other"),
-            ],
+            &[dir.path().join("old").join(PUBLIC_KEY_FILE), trust_dir],
         )
         .unwrap();
         let ids: Vec<_> = t.key_ids().cloned().collect();
