@@ -26,6 +26,8 @@ pub struct Reply {
     /// Metric labels.
     pub outcome: &'static str,
     pub reason: &'static str,
+    /// The audit record for this request; the caller emits it.
+    pub audit: AuditRecord,
 }
 
 fn outcome_label(o: Outcome) -> &'static str {
@@ -81,12 +83,12 @@ impl Admission {
                 )
                 .message(e.to_string());
                 rec.request_uid = e.uid().map(str::to_owned);
-                rec.emit();
                 return match e.uid() {
                     Some(uid) => in_band(
                         AdmissionResponse::deny(uid, 400, e.to_string()),
                         "deny",
                         "bad-request",
+                        rec,
                     ),
                     None => Reply {
                         http_status: 400,
@@ -94,6 +96,7 @@ impl Admission {
                         body: format!("{e}\n").into_bytes(),
                         outcome: "error",
                         reason: "bad-request",
+                        audit: rec,
                     },
                 };
             }
@@ -108,11 +111,11 @@ impl Admission {
         rec.user = Some(req.user_info.username.clone());
         rec.namespace = req.namespace.clone();
         rec.dry_run = req.is_dry_run();
-        rec.emit();
         in_band(
             AdmissionResponse::deny(&req.uid, 400, message),
             "deny",
             reason,
+            rec,
         )
     }
 
@@ -121,10 +124,21 @@ impl Admission {
         let checked = matches!(operation, Operation::Create | Operation::Update);
         if !checked {
             // DELETE, CONNECT (exec/attach options objects): nothing to decide.
+            let mut rec = AuditRecord::new(
+                Component::Webhook,
+                "admission",
+                Outcome::Admit,
+                "operation-ignored",
+            );
+            rec.request_uid = Some(req.uid.clone());
+            rec.user = Some(req.user_info.username.clone());
+            rec.namespace = req.namespace.clone();
+            rec.dry_run = req.is_dry_run();
             return in_band(
                 AdmissionResponse::allow(&req.uid),
                 "admit",
                 "operation-ignored",
+                rec,
             );
         }
         if !req.is_pod() {
@@ -270,9 +284,7 @@ impl Admission {
         rec.request_uid = Some(req.uid.clone());
         rec.mode = decision.mode.map(|m| m.as_str());
         rec.dry_run = req.is_dry_run();
-        rec.emit();
-
-        in_band(resp, outcome_label(outcome), reason)
+        in_band(resp, outcome_label(outcome), reason, rec)
     }
 
     /// Signs (unless the plan keeps the existing decision), builds the
@@ -291,12 +303,104 @@ impl Admission {
     }
 }
 
-fn in_band(resp: AdmissionResponse, outcome: &'static str, reason: &'static str) -> Reply {
+fn in_band(
+    resp: AdmissionResponse,
+    outcome: &'static str,
+    reason: &'static str,
+    audit: AuditRecord,
+) -> Reply {
     Reply {
         http_status: 200,
         content_type: "application/json",
         body: AdmissionReviewOut::new(resp).to_json(),
         outcome,
         reason,
+        audit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigFile;
+    use crate::namespaces::StaticNamespaces;
+    use kubefence_shared::envelope::TrustSet;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn admission() -> Admission {
+        let cfg = ConfigFile::parse(
+            r#"
+default_profile = "default"
+[[runtime_classes]]
+name = "nono"
+handler = "nono-runc"
+[[dev.namespaces]]
+name = "team-a"
+labels = { "nono.sh/mode" = "enforce" }
+"#,
+            Path::new("t"),
+        )
+        .unwrap()
+        .validate(crate::keyfiles::builtin_catalog())
+        .unwrap();
+        let signer = Signer::generate().unwrap();
+        let mut trust = TrustSet::new();
+        trust.insert(signer.verifying_key());
+        Admission::new(
+            Policy::new(cfg.policy, trust),
+            signer,
+            Arc::new(StaticNamespaces::new(&cfg.dev.namespaces)),
+            Arc::new(|| 42),
+        )
+    }
+
+    fn body(dry_run: bool, user: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "r1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "team-a", "operation": "CREATE",
+                "userInfo": {"username": user},
+                "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}},
+                "dryRun": dry_run
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn audit_record_carries_the_decision_and_dry_run() {
+        let a = admission();
+        let reply = a.handle(Endpoint::Mutate, &body(true, "alice"));
+        assert_eq!(
+            (reply.http_status, reply.outcome, reply.reason),
+            (200, "mutate", "sandboxed")
+        );
+        let r = &reply.audit;
+        assert_eq!(r.outcome, Outcome::Mutate);
+        assert!(r.dry_run);
+        assert_eq!(r.request_uid.as_deref(), Some("r1"));
+        assert_eq!(r.user.as_deref(), Some("alice"));
+        assert_eq!(r.namespace.as_deref(), Some("team-a"));
+        assert_eq!(r.pod.as_deref(), Some("p"));
+        assert_eq!(r.profile.as_deref(), Some("default"));
+        assert_eq!(r.handler.as_deref(), Some("nono-runc"));
+        assert_eq!(r.runtime_class.as_deref(), Some("nono"));
+        assert_eq!(r.mode, Some("enforce"));
+        assert_eq!(r.key_id.as_deref(), Some(a.signer().kid().as_str()));
+        let reply = a.handle(Endpoint::Mutate, &body(false, "alice"));
+        assert!(!reply.audit.dry_run);
+    }
+
+    #[test]
+    fn bad_bodies_are_recorded_and_answered() {
+        let a = admission();
+        let reply = a.handle(Endpoint::Mutate, b"{}");
+        assert_eq!(reply.http_status, 400);
+        assert_eq!(reply.audit.reason, "bad-request");
+        assert_eq!(reply.audit.outcome, Outcome::Deny);
     }
 }

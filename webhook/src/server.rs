@@ -109,7 +109,9 @@ async fn review(st: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body
             body,
             outcome,
             reason,
+            audit,
         }) => {
+            audit.emit();
             st.metrics
                 .observe(endpoint.as_str(), outcome, reason, seconds);
             tracing::debug!(

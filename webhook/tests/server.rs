@@ -723,3 +723,60 @@ async fn graceful_shutdown_stops_accepting() {
         .unwrap_err();
     assert!(err.is_connect(), "{err:?}");
 }
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_an_in_flight_request() {
+    use std::io::{Read, Write};
+    let h = start().await;
+    let port: u16 = h.base.rsplit(':').next().unwrap().parse().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    {
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(h.ca.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+    }
+    let cfg = Arc::new(
+        rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let body = serde_json::to_vec(&review(&Req::create("s1", deployment_pod()))).unwrap();
+    let (half_sent_tx, half_sent_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let client = tokio::task::spawn_blocking(move || {
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(cfg, name).unwrap();
+        let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let head = format!(
+            "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let (first, rest) = body.split_at(body.len() / 2);
+        tls.write_all(head.as_bytes()).unwrap();
+        tls.write_all(first).unwrap();
+        tls.flush().unwrap();
+        half_sent_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        tls.write_all(rest).unwrap();
+        tls.flush().unwrap();
+        let mut response = Vec::new();
+        // The server closes after answering; a missing close_notify is fine.
+        let _ = tls.read_to_end(&mut response);
+        String::from_utf8(response).unwrap()
+    });
+    half_sent_rx.await.unwrap();
+    // Let the server parse the request head so the request is in flight.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let Harness { stop, server, .. } = h;
+    stop.unwrap().send(()).unwrap();
+    go_tx.send(()).unwrap();
+    let response = client.await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""uid":"s1""#), "{response}");
+    assert!(response.contains(r#""allowed":true"#), "{response}");
+    server.await.unwrap().unwrap();
+}
