@@ -41,6 +41,24 @@ pub enum Outcome {
     Unwrapped,
 }
 
+impl Outcome {
+    /// The outcome as written in records, for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Mutate => "mutate",
+            Outcome::Admit => "admit",
+            Outcome::WouldMutate => "would-mutate",
+            Outcome::WouldDeny => "would-deny",
+            Outcome::Deny => "deny",
+            Outcome::Inject => "inject",
+            Outcome::Skip => "skip",
+            Outcome::Reject => "reject",
+            Outcome::Confine => "confine",
+            Outcome::Unwrapped => "unwrapped",
+        }
+    }
+}
+
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {
@@ -170,6 +188,28 @@ mod tests {
         );
         r.dry_run = true;
         assert!(r.to_json_line().ends_with(r#""dry_run":true}"#));
+    }
+
+    #[test]
+    fn outcome_labels_match_serde() {
+        use Outcome::*;
+        for o in [
+            Mutate,
+            Admit,
+            WouldMutate,
+            WouldDeny,
+            Deny,
+            Inject,
+            Skip,
+            Reject,
+            Confine,
+            Unwrapped,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&o).unwrap(),
+                format!("\"{}\"", o.as_str())
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,17 @@ pub enum PodBinding {
 }
 
 impl PodBinding {
+    /// The binding for a pod as mutating admission sees it: its name, or
+    /// its `generateName` prefix when it has no name yet. `None` if it has
+    /// neither (the apiserver would refuse such a pod).
+    pub fn from_metadata(name: Option<&str>, generate_name: Option<&str>) -> Option<Self> {
+        match (name, generate_name) {
+            (Some(n), _) if !n.is_empty() => Some(PodBinding::Name(n.to_owned())),
+            (_, Some(g)) if !g.is_empty() => Some(PodBinding::GenerateName(g.to_owned())),
+            _ => None,
+        }
+    }
+
     /// Whether a pod the node sees as `name` is the pod this binds.
     pub fn matches(&self, name: &str) -> bool {
         match self {
@@ -159,6 +170,20 @@ pub fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binding_from_metadata_prefers_the_name() {
+        assert_eq!(
+            PodBinding::from_metadata(Some("web-0"), Some("web-")),
+            Some(PodBinding::Name("web-0".into()))
+        );
+        assert_eq!(
+            PodBinding::from_metadata(Some(""), Some("web-")),
+            Some(PodBinding::GenerateName("web-".into()))
+        );
+        assert_eq!(PodBinding::from_metadata(None, Some("")), None);
+        assert_eq!(PodBinding::from_metadata(None, None), None);
+    }
 
     #[test]
     fn name_binding_is_exact() {

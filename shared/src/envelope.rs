@@ -345,6 +345,12 @@ impl TrustSet {
         kid
     }
 
+    /// Adds every key of `other` (for example a rotation set loaded from
+    /// another path).
+    pub fn extend(&mut self, other: TrustSet) {
+        self.keys.extend(other.keys);
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -381,7 +387,8 @@ impl TrustSet {
 
     /// Loads public keys from a file, or from every `*.pem` / `*.pub` file of
     /// a directory (a mounted ConfigMap). Fails if none is found, so a node
-    /// never starts with an empty trust set.
+    /// never starts with an empty trust set. A trust directory holds public
+    /// keys only: a private key in it is an error, not silently skipped.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let mut set = Self::new();
         let read = |p: &Path| {
@@ -831,8 +838,12 @@ mod tests {
         std::fs::write(dir.join("b.pub"), signer(8).public_pem().unwrap()).unwrap();
         std::fs::write(dir.join("..data"), "ignored").unwrap();
         std::fs::write(dir.join("README"), "ignored").unwrap();
-        let set = TrustSet::load(&dir).unwrap();
+        let mut set = TrustSet::load(&dir).unwrap();
         assert_eq!(set.len(), 2);
+        let mut third = TrustSet::new();
+        third.insert(signer(9).verifying_key());
+        set.extend(third);
+        assert_eq!(set.len(), 3);
         std::fs::write(dir.join("c.pem"), "garbage").unwrap();
         assert!(matches!(TrustSet::load(&dir), Err(KeyError::Parse { .. })));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -30,17 +30,6 @@ pub struct Reply {
     pub audit: AuditRecord,
 }
 
-fn outcome_label(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Mutate => "mutate",
-        Outcome::Admit => "admit",
-        Outcome::WouldMutate => "would-mutate",
-        Outcome::WouldDeny => "would-deny",
-        Outcome::Deny => "deny",
-        _ => "other",
-    }
-}
-
 pub struct Admission {
     policy: Policy,
     signer: Signer,
@@ -242,7 +231,7 @@ impl Admission {
         for w in &decision.warnings {
             resp.warn(w);
         }
-        resp.audit("outcome", outcome_label(outcome));
+        resp.audit("outcome", Outcome::as_str(outcome));
         resp.audit("reason", reason);
         if let Some(mode) = decision.mode {
             resp.audit("mode", mode.as_str());
@@ -284,7 +273,7 @@ impl Admission {
         rec.request_uid = Some(req.uid.clone());
         rec.mode = decision.mode.map(|m| m.as_str());
         rec.dry_run = req.is_dry_run();
-        in_band(resp, outcome_label(outcome), reason, rec)
+        in_band(resp, Outcome::as_str(outcome), reason, rec)
     }
 
     /// Signs (unless the plan keeps the existing decision), builds the

@@ -63,27 +63,7 @@ pub fn trust_set(signer: &Signer, extra: &[PathBuf]) -> Result<TrustSet, KeyFile
     let mut trust = TrustSet::new();
     trust.insert(signer.verifying_key());
     for path in extra {
-        // TrustSet cannot merge sets, so each file is added to ours.
-        let files: Vec<PathBuf> = if path.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(io(path))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    !name.starts_with('.')
-                        && (name.ends_with(".pem") || name.ends_with(".pub"))
-                        && p.is_file()
-                })
-                .collect();
-            v.sort();
-            v
-        } else {
-            vec![path.clone()]
-        };
-        for file in files {
-            let pem = std::fs::read_to_string(&file).map_err(io(&file))?;
-            trust.add_pem(&pem, &file)?;
-        }
+        trust.extend(TrustSet::load(path)?);
     }
     Ok(trust)
 }

@@ -443,15 +443,13 @@ impl Policy {
             return Err(denial(Reason::NoPodSpec, "the pod has no spec"));
         };
         let meta = &pod.metadata;
-        let binding = match (meta.name.as_deref(), meta.generate_name.as_deref()) {
-            (Some(n), _) if !n.is_empty() => PodBinding::Name(n.to_owned()),
-            (_, Some(g)) if !g.is_empty() => PodBinding::GenerateName(g.to_owned()),
-            _ => {
-                return Err(denial(
-                    Reason::NoPodName,
-                    "the pod has neither metadata.name nor metadata.generateName",
-                ))
-            }
+        let Some(binding) =
+            PodBinding::from_metadata(meta.name.as_deref(), meta.generate_name.as_deref())
+        else {
+            return Err(denial(
+                Reason::NoPodName,
+                "the pod has neither metadata.name nor metadata.generateName",
+            ));
         };
         let mut warnings = Vec::new();
         let allowed = self.allowed_in(ns_name, ns, &mut warnings)?;
