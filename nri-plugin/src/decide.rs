@@ -12,7 +12,7 @@ use kubefence_shared::profile::{join_names, Catalog, ProfileName};
 use crate::nono::{self, MountSpec, NonoLayout};
 
 /// What to do with a sandbox-handler container that has no valid decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnInvalid {
     /// Fail the container's creation (fail closed).

@@ -1,9 +1,17 @@
 //! kubefence NRI plugin: puts every container of a sandbox RuntimeClass
 //! handler under nono, as decided and signed by the kubefence webhook.
+//!
+//! - [`mux`], [`proto`], [`connection`]: the NRI wire protocol.
+//! - [`plugin`]: the Plugin service, thin over [`decide`] and [`validate`].
+//! - [`decide`], [`validate`], [`nono`], [`runtime`]: pure decisions.
+//! - [`config`], [`checks`], [`landlock`]: settings and startup checks.
 
 pub mod audit;
+pub mod checks;
+pub mod config;
 pub mod connection;
 pub mod decide;
+pub mod landlock;
 pub mod mux;
 pub mod nono;
 pub mod plugin;

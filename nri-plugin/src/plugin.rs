@@ -11,7 +11,10 @@ use tokio::sync::Notify;
 use ttrpc::r#async::TtrpcContext;
 
 use crate::audit;
-use crate::decide::{ContainerView, Decision, PodView, Policy, RuntimeSupport, Wrap};
+use kubefence_shared::envelope::TrustSet;
+use kubefence_shared::profile::Catalog;
+
+use crate::decide::{ContainerView, Decision, PodView, Policy, RuntimeSupport, Settings, Wrap};
 use crate::nono::MountSpec;
 use crate::proto::api;
 use crate::proto::api_ttrpc;
@@ -36,6 +39,28 @@ pub struct Core {
 }
 
 impl Core {
+    /// The core for a validated config and the loaded keys and catalog.
+    pub fn new(config: &crate::config::Config, trust: TrustSet, catalog: Catalog) -> Self {
+        Self {
+            policy: Policy {
+                settings: Settings {
+                    sandbox_handlers: config.sandbox_handlers.clone(),
+                    on_invalid: config.on_invalid,
+                    max_skew: config.max_skew,
+                    max_age: config.max_age,
+                    layout: config.layout.clone(),
+                },
+                trust,
+                catalog,
+            },
+            validator: config.validator,
+            plugin_name: config.plugin_name.clone(),
+            plugin_index: config.plugin_index.clone(),
+            assume_nri_version: config.assume_nri_version,
+            clock: Arc::new(kubefence_shared::decision::unix_now),
+        }
+    }
+
     /// How the runtime names us in field owners: `<index>-<name>`.
     pub fn owner_id(&self) -> String {
         format!("{}-{}", self.plugin_index, self.plugin_name)

@@ -89,7 +89,7 @@ pub fn validate(
     }
     let dir = policy.settings.layout.container_dir();
     let under = format!("{dir}/");
-    let ours = adjust.mounts.iter().any(|m| *m == wrap.mount);
+    let ours = adjust.mounts.contains(&wrap.mount);
     let foreign = adjust
         .mounts
         .iter()
