@@ -472,3 +472,103 @@ impl api_ttrpc::Plugin for PluginService {
         Ok(self.validate_response(&req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::OnInvalid;
+    use crate::nono::NonoLayout;
+    use kubefence_shared::profile::{CatalogEntry, ProfileName};
+
+    fn policy() -> Policy {
+        let strict = ProfileName::parse("strict").unwrap();
+        Policy {
+            settings: Settings {
+                sandbox_handlers: vec!["nono-runc".into()],
+                on_invalid: OnInvalid::Reject,
+                max_skew: 300,
+                max_age: None,
+                layout: NonoLayout::new("/opt/kubefence", "/nono").unwrap(),
+            },
+            trust: TrustSet::new(),
+            catalog: Catalog {
+                strictest: strict.clone(),
+                profiles: [(
+                    strict,
+                    CatalogEntry {
+                        description: String::new(),
+                    },
+                )]
+                .into(),
+            },
+        }
+    }
+
+    fn pod(id: &str, handler: &str) -> api::PodSandbox {
+        let mut p = api::PodSandbox::new();
+        p.id = id.into();
+        p.name = id.into();
+        p.namespace = "ns".into();
+        p.runtime_handler = handler.into();
+        p
+    }
+
+    fn ctr(name: &str, pod: &str, args: Vec<String>, state: api::ContainerState) -> api::Container {
+        let mut c = api::Container::new();
+        c.name = name.into();
+        c.pod_sandbox_id = pod.into();
+        c.args = args;
+        c.state = state.into();
+        c
+    }
+
+    #[test]
+    fn synchronize_flags_only_running_unwrapped_sandbox_containers() {
+        use api::ContainerState::*;
+        let pol = policy();
+        let wrapped = pol
+            .settings
+            .layout
+            .wrap_args(&ProfileName::parse("strict").unwrap(), &["/app".into()]);
+        let pods = [pod("sb", "nono-runc"), pod("plain", "runc")];
+        let containers = [
+            ctr("bare", "sb", vec!["/app".into()], CONTAINER_RUNNING),
+            ctr("created", "sb", vec!["/app".into()], CONTAINER_CREATED),
+            ctr("ok", "sb", wrapped, CONTAINER_RUNNING),
+            ctr("gone", "sb", vec!["/app".into()], CONTAINER_STOPPED),
+            ctr("other", "plain", vec!["/app".into()], CONTAINER_RUNNING),
+            ctr("orphan", "missing", vec!["/app".into()], CONTAINER_RUNNING),
+        ];
+        let names: Vec<_> = unwrapped_records(&pol, &pods, &containers)
+            .into_iter()
+            .map(|r| r.container.unwrap_or_default())
+            .collect();
+        assert_eq!(names, ["bare", "created"]);
+    }
+
+    #[test]
+    fn adjustment_carries_args_mount_and_env_removals() {
+        let pol = policy();
+        let layout = &pol.settings.layout;
+        let profile = ProfileName::parse("strict").unwrap();
+        let w = Wrap {
+            args: layout.wrap_args(&profile, &["/app".into()]),
+            mount: layout.mount(),
+            env: vec!["-NONO_ALLOW".into(), "-NONO_X".into()],
+            profile,
+            key_id: None,
+            confined: None,
+        };
+        let adj = to_adjustment(&w);
+        assert_eq!(adj.args, w.args);
+        assert_eq!(adj.mounts.len(), 1);
+        assert_eq!(from_mount(&adj.mounts[0]), w.mount);
+        let env: Vec<_> = adj
+            .env
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+            .collect();
+        assert_eq!(env, [("-NONO_ALLOW", ""), ("-NONO_X", "")]);
+        assert!(adj.annotations.is_empty());
+    }
+}

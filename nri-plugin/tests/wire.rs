@@ -356,3 +356,24 @@ async fn keeps_retrying_until_the_socket_appears() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn large_messages_cross_the_mux_both_ways() {
+    let rt = FakeRuntime::bind();
+    let signer = Signer::generate().unwrap();
+    let plugin = start(&rt, &signer, OnInvalid::Reject);
+    let conn = rt.accept(false).await;
+    conn.configure("containerd", "v2.3.0", "v0.12.2")
+        .await
+        .unwrap();
+    let mut p = pod("team-a", "nono-runc", Some(decision(&signer, "team-a")));
+    p.annotations.insert("big".into(), "x".repeat(256 * 1024));
+    let long_arg = "y".repeat(20_000);
+    let c = container(&p, "app", &["/app", &long_arg]);
+    let rsp = conn.create(&create_request(p, c)).await.unwrap();
+    let args = &rsp.adjust.get_or_default().args;
+    assert_eq!(args.last(), Some(&long_arg));
+    assert_eq!(args.len(), 8);
+    conn.close().await;
+    plugin.stop().await;
+}
