@@ -151,8 +151,11 @@ impl RuntimeInfo {
     pub fn describe(&self) -> String {
         let nri = match self.nri {
             Some((v, VersionSource::Reported)) => format!("NRI {v}"),
+            Some((v, VersionSource::RuntimeRelease)) if v < NriVersion::V0_10 => {
+                "NRI older than v0.10, from the runtime release".to_owned()
+            }
             Some((v, VersionSource::RuntimeRelease)) => {
-                format!("NRI {v} or compatible, from the runtime release")
+                format!("NRI {v}, from the runtime release")
             }
             Some((v, VersionSource::Configured)) => format!("NRI {v}, from assume_nri_version"),
             None => "NRI version unknown".to_owned(),
@@ -161,20 +164,23 @@ impl RuntimeInfo {
     }
 }
 
-/// The NRI generation of known runtime releases (containerd 2.2 brought
-/// NRI v0.10; CRI-O 1.34 too). Older releases map to [`NriVersion::V0_8`].
+/// The NRI version of known runtime releases, as in upstream's own table
+/// (`api.InferVersionFromRuntime`, NRI v0.12.2): containerd 2.2.0 has v0.10,
+/// 2.2.1 v0.11; CRI-O 1.34 v0.10, 1.35 v0.11. Older releases map to
+/// [`NriVersion::V0_8`] (or older, which changes nothing here).
 fn from_release(name: &str, version: &str) -> Option<NriVersion> {
     let v = NriVersion::parse(version)?;
-    let first_v010 = match name.to_ascii_lowercase().as_str() {
-        "containerd" => NriVersion::new(2, 2, 0),
-        "cri-o" | "crio" => NriVersion::new(1, 34, 0),
+    let at = |major, minor, patch| v >= NriVersion::new(major, minor, patch);
+    let nri = match name {
+        "containerd" if at(2, 2, 1) => NriVersion::new(0, 11, 0),
+        "containerd" if at(2, 2, 0) => NriVersion::V0_10,
+        "containerd" => NriVersion::V0_8,
+        "cri-o" if at(1, 35, 0) => NriVersion::new(0, 11, 0),
+        "cri-o" if at(1, 34, 0) => NriVersion::V0_10,
+        "cri-o" => NriVersion::V0_8,
         _ => return None,
     };
-    Some(if v >= first_v010 {
-        NriVersion::V0_10
-    } else {
-        NriVersion::V0_8
-    })
+    Some(nri)
 }
 
 #[cfg(test)]
@@ -219,17 +225,27 @@ mod tests {
         assert_eq!(r.events(true), 0x8 | 0x200 | 0x400 | 0x2000);
         assert_eq!(r.events(false), 0x8 | 0x200 | 0x400);
         // The field exists only from v0.12, so anything in it means v0.12+.
-        let odd = RuntimeInfo::new("containerd", "v2.3.0", "(devel)", None);
-        assert_eq!(odd.nri_version(), Some(NriVersion::V0_12));
+        for odd in ["(devel)", "0.0.0-unknown"] {
+            let r = RuntimeInfo::new("containerd", "v2.3.0", odd, None);
+            assert_eq!(r.nri_version(), Some(NriVersion::V0_12), "{odd}");
+        }
     }
 
     #[test]
     fn older_runtimes_by_release() {
         let c22 = RuntimeInfo::new("containerd", "v2.2.1", "", None);
+        assert_eq!(c22.nri_version(), Some(NriVersion::new(0, 11, 0)));
         assert!(c22.supports_args());
+        // containerd's version.Version without ldflags.
+        let c220 = RuntimeInfo::new("containerd", "2.2.0+unknown", "", None);
+        assert_eq!(c220.nri_version(), Some(NriVersion::V0_10));
         assert_eq!(c22.events(true) & 0x2000, 0x2000);
         let c21 = RuntimeInfo::new("containerd", "v2.1.4", "", None);
         assert!(!c21.supports_args());
+        assert_eq!(
+            c21.describe(),
+            "containerd v2.1.4 (NRI older than v0.10, from the runtime release)"
+        );
         assert_eq!(
             c21.events(true),
             0x8 | 0x200 | 0x400,
@@ -237,7 +253,7 @@ mod tests {
         );
         let crio = RuntimeInfo::new("cri-o", "1.34.0", "", None);
         assert!(crio.supports_args());
-        let old_crio = RuntimeInfo::new("cri-o", "1.33.2", "", None);
+        let old_crio = RuntimeInfo::new("cri-o", "1.33.8", "", None);
         assert!(!old_crio.supports_args());
     }
 
