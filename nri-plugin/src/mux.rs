@@ -46,6 +46,10 @@ pub struct Limits {
     pub max_frame: usize,
     /// Largest ttrpc message payload we send (upstream: 4 MiB).
     pub max_message: usize,
+    /// Largest payload of a frame we send: [`MAX_OUT_PAYLOAD`]. (A test
+    /// double of the Go runtime raises it to send whole messages per frame,
+    /// as upstream's mux does.)
+    pub out_payload: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +57,20 @@ impl Default for Limits {
         Self {
             max_frame: TTRPC_HEADER_LEN + TTRPC_MESSAGE_MAX,
             max_message: TTRPC_MESSAGE_MAX,
+            out_payload: MAX_OUT_PAYLOAD,
+        }
+    }
+}
+
+impl Limits {
+    /// How upstream's Go mux behaves: it accepts incoming frames only up to
+    /// its 4096-byte read buffer, and sends a write of up to 4 MiB + 10 as
+    /// one frame.
+    pub fn go_runtime() -> Self {
+        Self {
+            max_frame: 4096,
+            max_message: TTRPC_MESSAGE_MAX,
+            out_payload: TTRPC_HEADER_LEN + TTRPC_MESSAGE_MAX,
         }
     }
 }
@@ -242,19 +260,20 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if pipe.read_exact(&mut msg[TTRPC_HEADER_LEN..]).await.is_err() {
             return Ok(());
         }
-        let frames = frame_message(conn, &msg);
+        let frames = frame_message(conn, &msg, limits.out_payload);
         let mut wr = trunk.lock().await;
         wr.write_all(&frames).await?;
         wr.flush().await?;
     }
 }
 
-/// Frames one whole message for `conn`: consecutive frames of at most
-/// [`MAX_OUT_FRAME`] bytes, concatenated.
-pub fn frame_message(conn: u32, msg: &[u8]) -> Vec<u8> {
-    let count = msg.len().div_ceil(MAX_OUT_PAYLOAD).max(1);
+/// Frames one whole message for `conn`: consecutive frames with payloads of
+/// at most `max_payload` bytes, concatenated.
+pub fn frame_message(conn: u32, msg: &[u8], max_payload: usize) -> Vec<u8> {
+    let max_payload = max_payload.max(1);
+    let count = msg.len().div_ceil(max_payload).max(1);
     let mut out = Vec::with_capacity(msg.len() + count * FRAME_HEADER_LEN);
-    for chunk in msg.chunks(MAX_OUT_PAYLOAD) {
+    for chunk in msg.chunks(max_payload) {
         out.extend_from_slice(&conn.to_be_bytes());
         out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
         out.extend_from_slice(chunk);
@@ -391,9 +410,10 @@ mod tests {
         all.extend(&small);
         all.extend(&empty);
         c2.write_all(&all).await.unwrap();
-        let want = frame_message(RUNTIME_CONN, &big).len()
-            + frame_message(RUNTIME_CONN, &small).len()
-            + frame_message(RUNTIME_CONN, &empty).len();
+        let want = [&big, &small, &empty]
+            .iter()
+            .map(|m| frame_message(RUNTIME_CONN, m, MAX_OUT_PAYLOAD).len())
+            .sum();
         let mut got = vec![0u8; want];
         peer.read_exact(&mut got).await.unwrap();
         let frames = parse_frames(&got);
@@ -451,7 +471,7 @@ mod tests {
     #[test]
     fn frame_message_splits_at_the_payload_limit() {
         let msg = vec![7u8; MAX_OUT_PAYLOAD * 2 + 1];
-        let frames = parse_frames(&frame_message(9, &msg));
+        let frames = parse_frames(&frame_message(9, &msg, MAX_OUT_PAYLOAD));
         let sizes: Vec<usize> = frames.iter().map(|f| f.1.len()).collect();
         assert_eq!(sizes, [MAX_OUT_PAYLOAD, MAX_OUT_PAYLOAD, 1]);
         assert!(frames.iter().all(|f| f.0 == 9));

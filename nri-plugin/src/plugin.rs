@@ -80,8 +80,6 @@ pub struct PluginService {
     session: Mutex<Session>,
     /// Notified when the runtime calls Shutdown.
     pub shutdown: Arc<Notify>,
-    /// Notified when Configure is answered.
-    pub configured: Arc<Notify>,
 }
 
 fn status(code: ttrpc::Code, msg: impl Into<String>) -> ttrpc::Error {
@@ -164,7 +162,6 @@ impl PluginService {
             core,
             session: Mutex::new(Session::default()),
             shutdown: Arc::new(Notify::new()),
-            configured: Arc::new(Notify::new()),
         }
     }
 
@@ -350,9 +347,7 @@ impl api_ttrpc::Plugin for PluginService {
         _ctx: &TtrpcContext,
         req: api::ConfigureRequest,
     ) -> ttrpc::Result<api::ConfigureResponse> {
-        let rsp = self.configure_response(&req);
-        self.configured.notify_waiters();
-        Ok(rsp)
+        Ok(self.configure_response(&req))
     }
 
     async fn synchronize(

@@ -192,7 +192,9 @@ impl FakeRuntime {
             .await
             .expect("plugin did not connect")
             .unwrap();
-        let mut mux = Mux::start(stream, &[PLUGIN_CONN, RUNTIME_CONN], Limits::default());
+        // Go's limits: a frame over 4096 bytes from the plugin kills the
+        // connection, and large messages arrive as one big frame.
+        let mut mux = Mux::start(stream, &[PLUGIN_CONN, RUNTIME_CONN], Limits::go_runtime());
         let plugin_conn = mux.take(PLUGIN_CONN).unwrap();
         let runtime_conn = mux.take(RUNTIME_CONN).unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
