@@ -22,6 +22,18 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_CERT_RELOAD_SECS: u64 = 5;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 25;
+/// Where the node plugin mounts nono and the profiles inside containers
+/// (the node plugin's `container_dir`).
+pub const DEFAULT_NONO_DIR: &str = "/nono";
+/// One pod GET per `kubectl exec`; well below the webhook's 5 s timeout.
+pub const DEFAULT_POD_LOOKUP_TIMEOUT_MS: u64 = 2000;
+/// Groups every (authenticated) user or service account is in: naming one
+/// as a break-glass group would make exec unconfined for everybody.
+const UNIVERSAL_GROUPS: &[&str] = &[
+    "system:authenticated",
+    "system:unauthenticated",
+    "system:serviceaccounts",
+];
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +79,155 @@ pub struct Exemptions {
     pub namespaces: Vec<String>,
     #[serde(default)]
     pub runtime_classes: Vec<String>,
+}
+
+/// What happens to `kubectl exec` into a pod carrying a kubefence decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecMode {
+    /// Refuse it (break-glass users and groups excepted).
+    #[default]
+    Deny,
+    /// Rewrite the command to run under `nono wrap` with the container's
+    /// profile from the decision.
+    Wrap,
+}
+
+impl ExecMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecMode::Deny => "deny",
+            ExecMode::Wrap => "wrap",
+        }
+    }
+}
+
+/// The `[exec]` section as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfigFile {
+    #[serde(default)]
+    pub mode: ExecMode,
+    /// Users allowed an unconfined exec (always audited).
+    #[serde(default)]
+    pub break_glass_users: Vec<String>,
+    /// Groups whose members are allowed an unconfined exec (always audited).
+    #[serde(default)]
+    pub break_glass_groups: Vec<String>,
+    /// nono's directory inside containers; must equal the node plugin's
+    /// `container_dir`.
+    #[serde(default = "default_nono_dir")]
+    pub nono_dir: String,
+    /// Timeout of the pod GET done for each exec, in milliseconds.
+    #[serde(default = "default_lookup_timeout")]
+    pub pod_lookup_timeout_ms: u64,
+}
+
+impl Default for ExecConfigFile {
+    fn default() -> Self {
+        Self {
+            mode: ExecMode::default(),
+            break_glass_users: Vec::new(),
+            break_glass_groups: Vec::new(),
+            nono_dir: default_nono_dir(),
+            pod_lookup_timeout_ms: default_lookup_timeout(),
+        }
+    }
+}
+
+fn default_nono_dir() -> String {
+    DEFAULT_NONO_DIR.into()
+}
+fn default_lookup_timeout() -> u64 {
+    DEFAULT_POD_LOOKUP_TIMEOUT_MS
+}
+
+/// The validated exec policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecPolicy {
+    pub mode: ExecMode,
+    pub break_glass_users: Vec<String>,
+    pub break_glass_groups: Vec<String>,
+    /// Absolute, without a trailing slash.
+    pub nono_dir: String,
+}
+
+impl Default for ExecPolicy {
+    fn default() -> Self {
+        Self {
+            mode: ExecMode::Deny,
+            break_glass_users: Vec::new(),
+            break_glass_groups: Vec::new(),
+            nono_dir: DEFAULT_NONO_DIR.into(),
+        }
+    }
+}
+
+impl ExecConfigFile {
+    fn validate(self) -> Result<(ExecPolicy, std::time::Duration), ConfigError> {
+        for u in &self.break_glass_users {
+            if u.trim().is_empty() || u.trim() != u {
+                return Err(invalid(
+                    "exec.break_glass_users",
+                    format!("{u:?} is not a user name (empty or surrounded by spaces)"),
+                ));
+            }
+        }
+        for g in &self.break_glass_groups {
+            if g.trim().is_empty() || g.trim() != g {
+                return Err(invalid(
+                    "exec.break_glass_groups",
+                    format!("{g:?} is not a group name (empty or surrounded by spaces)"),
+                ));
+            }
+            if UNIVERSAL_GROUPS.contains(&g.as_str()) || g.starts_with("system:serviceaccounts:") {
+                return Err(invalid(
+                    "exec.break_glass_groups",
+                    format!(
+                        "{g} contains every user or service account (of a namespace); it would make exec unconfined for all of them"
+                    ),
+                ));
+            }
+        }
+        let dir = &self.nono_dir;
+        let dir_ok = dir.starts_with('/')
+            && dir.len() > 1
+            && !dir.ends_with('/')
+            && dir.split('/').skip(1).all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+        if !dir_ok {
+            return Err(invalid(
+                "exec.nono_dir",
+                format!(
+                    "{dir:?} must be an absolute path like \"/nono\" (no trailing slash, no . or .., only letters, digits, . _ -), the node plugin's container_dir"
+                ),
+            ));
+        }
+        if !(100..=10_000).contains(&self.pod_lookup_timeout_ms) {
+            return Err(invalid(
+                "exec.pod_lookup_timeout_ms",
+                format!(
+                    "{} is out of range: use 100 to 10000, below the webhook's timeoutSeconds",
+                    self.pod_lookup_timeout_ms
+                ),
+            ));
+        }
+        Ok((
+            ExecPolicy {
+                mode: self.mode,
+                break_glass_users: self.break_glass_users,
+                break_glass_groups: self.break_glass_groups,
+                nono_dir: self.nono_dir,
+            },
+            std::time::Duration::from_millis(self.pod_lookup_timeout_ms),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -142,6 +303,9 @@ pub struct ConfigFile {
     pub trusted_users: Vec<String>,
     #[serde(default)]
     pub exemptions: Exemptions,
+    /// `kubectl exec` into sandboxed pods.
+    #[serde(default)]
+    pub exec: ExecConfigFile,
     /// Annotation keys (and their `/pod` and `/container.<name>` forms)
     /// removed from sandboxed pods because they would let the node start a
     /// container without the plugin.
@@ -187,6 +351,7 @@ pub struct PolicyConfig {
     pub trusted_users: Vec<String>,
     pub exemptions: Exemptions,
     pub strip_annotations: Vec<String>,
+    pub exec: ExecPolicy,
 }
 
 /// Everything `serve` needs, validated.
@@ -196,6 +361,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub policy: PolicyConfig,
+    /// Timeout of the pod GET done for each exec.
+    pub pod_lookup_timeout: std::time::Duration,
     pub tls: Option<TlsConfig>,
     pub keys: Option<KeysConfig>,
     pub dev: DevConfig,
@@ -316,6 +483,7 @@ impl ConfigFile {
                 return Err(invalid("tls.reload_interval_secs", "must be at least 1"));
             }
         }
+        let (exec, pod_lookup_timeout) = self.exec.validate()?;
         for ns in &self.dev.namespaces {
             if !is_dns_label(&ns.name) {
                 return Err(invalid(
@@ -337,7 +505,9 @@ impl ConfigFile {
                 trusted_users: self.trusted_users,
                 exemptions: self.exemptions,
                 strip_annotations: self.strip_annotations,
+                exec,
             },
+            pod_lookup_timeout,
             tls: self.tls,
             keys: self.keys,
             dev: self.dev,
@@ -409,6 +579,66 @@ handler = "nono-runc"
             c.policy.strip_annotations,
             vec![DEFAULT_TOLERATE_MISSING_KEY.to_string()]
         );
+        assert_eq!(c.policy.exec, ExecPolicy::default());
+        assert_eq!(
+            c.policy.exec.mode,
+            ExecMode::Deny,
+            "exec is denied by default"
+        );
+        assert_eq!(c.pod_lookup_timeout.as_millis(), 2000);
+    }
+
+    #[test]
+    fn exec_section() {
+        let c = load(&format!(
+            "{MINIMAL}[exec]\nmode = \"wrap\"\nbreak_glass_users = [\"alice\"]\nbreak_glass_groups = [\"sre\"]\nnono_dir = \"/opt/nono\"\npod_lookup_timeout_ms = 500\n"
+        ))
+        .unwrap();
+        assert_eq!(c.policy.exec.mode, ExecMode::Wrap);
+        assert_eq!(c.policy.exec.break_glass_users, vec!["alice".to_string()]);
+        assert_eq!(c.policy.exec.break_glass_groups, vec!["sre".to_string()]);
+        assert_eq!(c.policy.exec.nono_dir, "/opt/nono");
+        assert_eq!(c.pod_lookup_timeout.as_millis(), 500);
+    }
+
+    #[test]
+    fn exec_errors_name_the_field() {
+        let cases = [
+            (
+                "mode = \"allow\"",
+                "unknown variant `allow`, expected `deny` or `wrap`",
+            ),
+            ("break_glass_users = [\"\"]", "`exec.break_glass_users`"),
+            (
+                "break_glass_groups = [\" sre\"]",
+                "`exec.break_glass_groups`",
+            ),
+            (
+                "break_glass_groups = [\"system:authenticated\"]",
+                "unconfined for all of them",
+            ),
+            (
+                "break_glass_groups = [\"system:serviceaccounts:team-a\"]",
+                "`exec.break_glass_groups`",
+            ),
+            ("nono_dir = \"nono\"", "`exec.nono_dir`"),
+            ("nono_dir = \"/nono/\"", "`exec.nono_dir`"),
+            ("nono_dir = \"/a/../b\"", "`exec.nono_dir`"),
+            ("nono_dir = \"/no no\"", "`exec.nono_dir`"),
+            ("nono_dir = \"/\"", "`exec.nono_dir`"),
+            ("pod_lookup_timeout_ms = 0", "`exec.pod_lookup_timeout_ms`"),
+            (
+                "pod_lookup_timeout_ms = 60000",
+                "`exec.pod_lookup_timeout_ms`",
+            ),
+            ("break_glass = [\"alice\"]", "break_glass"),
+        ];
+        for (line, want) in cases {
+            let err = load(&format!("{MINIMAL}[exec]\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
     }
 
     #[test]

@@ -123,6 +123,15 @@ pub enum Reason {
     DecisionMismatch,
     PluginRequirementMissing,
     AuditMode,
+    Attach,
+    ExecDenied,
+    ExecBreakGlass,
+    ExecWrapped,
+    ExecAlreadyWrapped,
+    ExecNotWrapped,
+    ExecNoCommand,
+    ExecContainerAmbiguous,
+    PodLookupFailed,
 }
 
 impl Reason {
@@ -157,6 +166,15 @@ impl Reason {
             DecisionMismatch => "decision-mismatch",
             PluginRequirementMissing => "plugin-requirement-missing",
             AuditMode => "audit-mode",
+            Attach => "attach",
+            ExecDenied => "exec-denied",
+            ExecBreakGlass => "exec-break-glass",
+            ExecWrapped => "exec-wrapped",
+            ExecAlreadyWrapped => "exec-already-wrapped",
+            ExecNotWrapped => "exec-not-wrapped",
+            ExecNoCommand => "exec-no-command",
+            ExecContainerAmbiguous => "exec-container-ambiguous",
+            PodLookupFailed => "pod-lookup-failed",
         }
     }
 }
@@ -904,6 +922,8 @@ fn audit_only(d: Decision) -> Decision {
     }
     d
 }
+
+pub mod exec;
 
 #[cfg(test)]
 mod tests;

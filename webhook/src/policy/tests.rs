@@ -8,19 +8,19 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 /// Signer 0 is the webhook's own key; signer 1 is an attacker's.
-fn signer(which: u8) -> &'static Signer {
+pub(super) fn signer(which: u8) -> &'static Signer {
     static OURS: OnceLock<Signer> = OnceLock::new();
     static THEIRS: OnceLock<Signer> = OnceLock::new();
     let cell = if which == 0 { &OURS } else { &THEIRS };
     cell.get_or_init(|| Signer::generate().unwrap())
 }
 
-const NS: &str = "team-a";
+pub(super) const NS: &str = "team-a";
 const SA: &str = "system:serviceaccount:kubefence-system:kubefence-webhook";
-const ALICE: &str = "alice";
-const NOW: i64 = 1_700_000_000;
+pub(super) const ALICE: &str = "alice";
+pub(super) const NOW: i64 = 1_700_000_000;
 
-fn cfg() -> PolicyConfig {
+pub(super) fn cfg() -> PolicyConfig {
     let catalog = Catalog::from_json(
         br#"{"strictest":"strict","profiles":{"default":{},"strict":{},"net":{}}}"#,
         Path::new("test"),
@@ -52,6 +52,7 @@ fn cfg() -> PolicyConfig {
             runtime_classes: vec!["kata".into()],
         },
         strip_annotations: vec!["tolerate-missing-plugins.noderesource.dev".into()],
+        exec: Default::default(),
     }
 }
 
@@ -61,7 +62,7 @@ fn policy() -> Policy {
     Policy::new(cfg(), trust)
 }
 
-fn ns(mode: Option<&str>, annotations: &[(&str, &str)]) -> NamespaceMeta {
+pub(super) fn ns(mode: Option<&str>, annotations: &[(&str, &str)]) -> NamespaceMeta {
     NamespaceMeta {
         labels: mode
             .map(|m| BTreeMap::from([(keys::NAMESPACE_MODE.to_string(), m.to_string())]))
@@ -85,7 +86,7 @@ fn pod_json(annotations: Value) -> Value {
     })
 }
 
-fn pod(v: Value) -> Pod {
+pub(super) fn pod(v: Value) -> Pod {
     serde_json::from_value(v).unwrap()
 }
 
@@ -103,7 +104,7 @@ fn create<'a>(pod: &'a Pod, ns: Option<&'a NamespaceMeta>) -> PodRequest<'a> {
     }
 }
 
-fn enforce() -> NamespaceMeta {
+pub(super) fn enforce() -> NamespaceMeta {
     ns(Some("enforce"), &[])
 }
 
