@@ -86,6 +86,22 @@ pub fn run(config: &Config) -> Report {
         name: "nono",
         result: check_executable(&config.layout.host_binary()),
     });
+    let absent = config.layout.host_absent_path();
+    checks.push(Check {
+        name: "absent-path",
+        // nono is told `--allow <this>` to displace NONO_ALLOW; it must
+        // never exist or every container could write to it.
+        result: match std::fs::symlink_metadata(&absent) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(format!("{} does not exist", absent.display()))
+            }
+            Ok(_) => Err(format!(
+                "{} exists; remove it: nono is told to allow it in every container",
+                absent.display()
+            )),
+            Err(e) => Err(format!("{}: {e}", absent.display())),
+        },
+    });
     let trust = TrustSet::load(&config.public_keys);
     checks.push(Check {
         name: "keys",
@@ -185,6 +201,13 @@ mod tests {
         )
         .unwrap();
         std::fs::write(host.join("profiles/strict.json"), "{}").unwrap();
+
+        std::fs::write(host.join(".kubefence-absent"), "").unwrap();
+        assert!(check(&run(&config), "absent-path")
+            .as_ref()
+            .unwrap_err()
+            .contains("exists"));
+        std::fs::remove_file(host.join(".kubefence-absent")).unwrap();
 
         let r = run(&config);
         assert!(r.ok(), "{}", r.render());

@@ -390,6 +390,12 @@ mod tests {
                 "--silent",
                 "--profile",
                 "/nono/profiles/web.json",
+                "--allow",
+                "/nono/.kubefence-absent",
+                "--env-credential",
+                "",
+                "--log-file",
+                "/dev/null",
                 "--",
                 "/app/server",
                 "--port",
@@ -582,7 +588,7 @@ mod tests {
             let w = wrap(run(&pol, &pod(&a), "app", &s(ARGS)));
             assert_eq!(w.profile, p("strict"));
             assert_eq!(w.args[4], "/nono/profiles/strict.json");
-            assert_eq!(&w.args[6..], s(ARGS).as_slice());
+            assert_eq!(&w.args[12..], s(ARGS).as_slice());
             assert_eq!(w.confined.as_ref().map(|c| c.0), Some(reason));
             assert_eq!(w.key_id, kid);
             assert_eq!(w.env, s(&["-NONO_ALLOW"]));

@@ -5,12 +5,14 @@
 //! - [`plugin`]: the Plugin service, thin over [`decide`] and [`validate`].
 //! - [`decide`], [`validate`], [`nono`], [`runtime`]: pure decisions.
 //! - [`config`], [`checks`], [`landlock`]: settings and startup checks.
+//! - [`install`]: copying nono and the catalog to the host.
 
 pub mod audit;
 pub mod checks;
 pub mod config;
 pub mod connection;
 pub mod decide;
+pub mod install;
 pub mod landlock;
 pub mod mux;
 pub mod nono;

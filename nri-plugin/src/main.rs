@@ -99,6 +99,17 @@ enum Command {
     Run,
     /// Run the startup checks only, print the results and exit.
     Check,
+    /// Copy nono and the profile catalog from an image directory to the
+    /// host directory (the DaemonSet's init container). Checks the catalog
+    /// first and replaces each file atomically.
+    Install {
+        /// Directory holding `nono` and `profiles/` (in the image).
+        #[arg(long, default_value = "/opt/kubefence")]
+        from: PathBuf,
+        /// Host directory to install into (a hostPath mount).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 impl Cli {
@@ -184,6 +195,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Install { from, to }) = &cli.command {
+        return match kubefence_nri::install::install(from, to) {
+            Ok(files) => {
+                for f in files {
+                    println!("installed {}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kubefence-nri install: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match cli.load_config() {
         Ok(c) => c,
         Err(e) => {

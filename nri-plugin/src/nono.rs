@@ -11,6 +11,13 @@ pub const BINARY_NAME: &str = "nono";
 /// Name of the profile directory inside the host directory.
 pub const PROFILES_DIR: &str = "profiles";
 
+/// File name under the nono directory that must never exist: see
+/// [`NonoLayout::absent_path`].
+pub const ABSENT_NAME: &str = ".kubefence-absent";
+
+/// Index of the profile path in a wrapped argv.
+const PROFILE_ARG: usize = 4;
+
 /// Mount options of the nono directory: read-only so the workload cannot
 /// replace nono or a profile, no setuid or devices from it.
 pub const MOUNT_OPTIONS: [&str; 4] = ["bind", "ro", "nosuid", "nodev"];
@@ -99,18 +106,44 @@ impl NonoLayout {
         format!("{}/{}", self.container_dir, file.display())
     }
 
-    /// The container's new argv: nono, applying `profile`, then exec'ing the
-    /// original argv. `--` ends nono's flags, so nothing in `original` can be
-    /// taken for one.
-    pub fn wrap_args(&self, profile: &ProfileName, original: &[String]) -> Vec<String> {
-        let mut args = vec![
+    /// A path under the mount that never exists (checked at startup). nono
+    /// takes a flag over its environment variable, so `--allow` naming it
+    /// displaces a workload's `NONO_ALLOW` even if stripping it ever failed.
+    pub fn absent_path(&self) -> String {
+        format!("{}/{ABSENT_NAME}", self.container_dir)
+    }
+
+    /// The absent path on the host.
+    pub fn host_absent_path(&self) -> PathBuf {
+        self.host_dir.join(ABSENT_NAME)
+    }
+
+    /// Everything before the original argv. Besides the profile (as an
+    /// absolute path) it pins the flags whose environment variables could
+    /// widen the sandbox or write outside it (`NONO_ALLOW`,
+    /// `NONO_ENV_CREDENTIAL`, `NONO_LOG_FILE`; see docs/nono-inputs.md).
+    /// `--` ends nono's flags, so nothing in the original argv is one.
+    fn prefix(&self, profile_path: String) -> Vec<String> {
+        vec![
             self.binary(),
             "wrap".to_owned(),
             "--silent".to_owned(),
             "--profile".to_owned(),
-            self.profile_path(profile),
+            profile_path,
+            "--allow".to_owned(),
+            self.absent_path(),
+            "--env-credential".to_owned(),
+            String::new(),
+            "--log-file".to_owned(),
+            "/dev/null".to_owned(),
             "--".to_owned(),
-        ];
+        ]
+    }
+
+    /// The container's new argv: nono, applying `profile`, then exec'ing the
+    /// original argv.
+    pub fn wrap_args(&self, profile: &ProfileName, original: &[String]) -> Vec<String> {
+        let mut args = self.prefix(self.profile_path(profile));
         args.extend_from_slice(original);
         args
     }
@@ -119,18 +152,15 @@ impl NonoLayout {
     /// profile: the shape [`NonoLayout::wrap_args`] produces, with a program.
     pub fn is_wrapped(&self, args: &[String]) -> bool {
         let profiles = format!("{}/{PROFILES_DIR}/", self.container_dir);
-        let profile_ok = |p: &str| {
-            p.strip_prefix(&profiles)
-                .and_then(|f| f.strip_suffix(".json"))
-                .is_some_and(|name| ProfileName::parse(name).is_ok())
+        let Some(profile_path) = args.get(PROFILE_ARG) else {
+            return false;
         };
-        args.len() > 6
-            && args[0] == self.binary()
-            && args[1] == "wrap"
-            && args[2] == "--silent"
-            && args[3] == "--profile"
-            && profile_ok(&args[4])
-            && args[5] == "--"
+        let profile_ok = profile_path
+            .strip_prefix(&profiles)
+            .and_then(|f| f.strip_suffix(".json"))
+            .is_some_and(|name| ProfileName::parse(name).is_ok());
+        let prefix = self.prefix(profile_path.clone());
+        profile_ok && args.len() > prefix.len() && args[..prefix.len()] == prefix[..]
     }
 
     /// The read-only bind mount of the host directory.
@@ -201,6 +231,12 @@ mod tests {
                 "--silent",
                 "--profile",
                 "/nono/profiles/web.json",
+                "--allow",
+                "/nono/.kubefence-absent",
+                "--env-credential",
+                "",
+                "--log-file",
+                "/dev/null",
                 "--",
                 "/bin/sh",
                 "-c",
@@ -226,7 +262,10 @@ mod tests {
         let l = layout();
         let wrapped = l.wrap_args(&p("web"), &s(&["app"]));
         assert!(l.is_wrapped(&wrapped));
-        assert!(!l.is_wrapped(&wrapped[..6]), "no program");
+        assert!(!l.is_wrapped(&wrapped[..12]), "no program");
+        let mut unpinned = wrapped.clone();
+        unpinned.drain(5..11);
+        assert!(!l.is_wrapped(&unpinned), "without the pinned flags");
         assert!(!l.is_wrapped(&s(&["app"])));
         let mut bare = wrapped.clone();
         bare[4] = "web".into();

@@ -39,6 +39,12 @@ fn signed_decision_wraps_and_the_same_decision_elsewhere_is_refused() {
             "--silent",
             "--profile",
             "/nono/profiles/web.json",
+            "--allow",
+            "/nono/.kubefence-absent",
+            "--env-credential",
+            "",
+            "--log-file",
+            "/dev/null",
             "--",
             "/bin/server",
             "-v"

@@ -118,6 +118,12 @@ async fn create_container_wraps_rejects_and_skips() {
             "--silent",
             "--profile",
             "/nono/profiles/web.json",
+            "--allow",
+            "/nono/.kubefence-absent",
+            "--env-credential",
+            "",
+            "--log-file",
+            "/dev/null",
             "--",
             "/app/server",
             "--port=80"
@@ -373,7 +379,7 @@ async fn large_messages_cross_the_mux_both_ways() {
     let rsp = conn.create(&create_request(p, c)).await.unwrap();
     let args = &rsp.adjust.get_or_default().args;
     assert_eq!(args.last(), Some(&long_arg));
-    assert_eq!(args.len(), 8);
+    assert_eq!(args.len(), 14, "12 wrapper arguments, then the 2 original ones");
     conn.close().await;
     plugin.stop().await;
 }
