@@ -11,7 +11,7 @@ use crate::runtime::NriVersion;
 
 pub const DEFAULT_SOCKET: &str = "/var/run/nri/nri.sock";
 /// The name the webhook lists in `required-plugins.noderesource.dev`.
-pub const DEFAULT_PLUGIN_NAME: &str = "kubefence";
+pub use kubefence_shared::keys::DEFAULT_PLUGIN_NAME;
 pub const DEFAULT_PLUGIN_INDEX: &str = "10";
 pub const DEFAULT_SANDBOX_HANDLER: &str = "nono-runc";
 pub const DEFAULT_HOST_DIR: &str = "/opt/kubefence";
@@ -140,13 +140,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// Upstream `api.CheckPluginName`.
-pub fn valid_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
-}
+pub use kubefence_shared::keys::valid_plugin_name;
 
 /// Upstream `api.CheckPluginIndex`.
 pub fn valid_plugin_index(idx: &str) -> bool {

@@ -379,7 +379,11 @@ async fn large_messages_cross_the_mux_both_ways() {
     let rsp = conn.create(&create_request(p, c)).await.unwrap();
     let args = &rsp.adjust.get_or_default().args;
     assert_eq!(args.last(), Some(&long_arg));
-    assert_eq!(args.len(), 14, "12 wrapper arguments, then the 2 original ones");
+    assert_eq!(
+        args.len(),
+        14,
+        "12 wrapper arguments, then the 2 original ones"
+    );
     conn.close().await;
     plugin.stop().await;
 }

@@ -39,6 +39,21 @@ pub fn is_required_plugins_key(key: &str) -> bool {
             .is_some_and(|rest| rest == "/pod" || rest.starts_with("/container."))
 }
 
+/// The NRI plugin name the node registers and the webhook requires, unless
+/// configured otherwise.
+pub const DEFAULT_PLUGIN_NAME: &str = "kubefence";
+
+/// Whether `name` is a plugin name the NRI runtime accepts (upstream
+/// `api.CheckPluginName`: `[a-zA-Z0-9_.+-]+`). The webhook writes it into
+/// `required-plugins.noderesource.dev`, the node registers under it; both
+/// check it with this function.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+}
+
 /// The per-container override key for `container`.
 pub fn container_profile_key(container: &str) -> String {
     format!("{CONTAINER_PROFILE_PREFIX}{container}")
@@ -73,6 +88,15 @@ mod tests {
         assert!(!is_kubefence_owned("required-plugins.noderesource.devx"));
         assert!(!is_kubefence_owned("nono.sh/profilex"));
         assert!(!is_kubefence_owned("app.kubernetes.io/name"));
+    }
+
+    #[test]
+    fn plugin_names() {
+        assert!(valid_plugin_name(DEFAULT_PLUGIN_NAME));
+        assert!(valid_plugin_name("a.b+c_d-1"));
+        for bad in ["", "a b", "a/b", "a\"b", "ü"] {
+            assert!(!valid_plugin_name(bad), "{bad:?}");
+        }
     }
 
     #[test]
