@@ -63,10 +63,10 @@ mkdir -p "$stage/bin"
 LDX="-X $PKG/version.Version=$VERSION -X $PKG/version.Package=$PKG"
 kf_log "building containerd $VERSION (go $(go env GOVERSION), CGO_ENABLED=0); slow on a busy 2-core machine"
 start=$SECONDS
-CGO_ENABLED=0 GOBIN="$stage/bin" go install \
+CGO_ENABLED=0 GOBIN="$stage/bin" kf_retry go install \
   -trimpath -tags "urfave_cli_no_docs no_btrfs" -ldflags "-s -w $LDX" \
   "$PKG/cmd/containerd@$VERSION" "$PKG/cmd/ctr@$VERSION" >&2
-CGO_ENABLED=0 GOBIN="$stage/bin" go install \
+CGO_ENABLED=0 GOBIN="$stage/bin" kf_retry go install \
   -trimpath -tags "urfave_cli_no_docs no_btrfs no_grpc" -ldflags "-s -w $LDX" \
   "$PKG/cmd/containerd-shim-runc-v2@$VERSION" >&2
 verify "$stage/bin" || kf_die "built binaries in $stage/bin do not run or report the wrong version"

@@ -37,7 +37,7 @@ stage="$root.tmp.$$"
 rm -rf "$stage"; trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin"
 kf_log "building crictl $CRICTL_VERSION"
-CGO_ENABLED=0 GOBIN="$stage/bin" go install -trimpath \
+CGO_ENABLED=0 GOBIN="$stage/bin" kf_retry go install -trimpath \
   -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" \
   "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" >&2
 verify "$stage/bin" || kf_die "built crictl does not run or reports the wrong version: $("$stage/bin/crictl" --version 2>&1 || true)"

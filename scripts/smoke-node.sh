@@ -146,7 +146,9 @@ for ver in "${VERSIONS[@]}"; do
   if kf_node_up "$ver" >"$work/up-$ver.log" 2>&1; then
     pass "[$ver] node up ($((SECONDS - tv))s): $(containerd --version 2>/dev/null | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), NRI socket $NRI_SOCKET"
   else
-    fail "[$ver] node up: $(tail -20 "$work/up-$ver.log" | tr '\n' ' ' | cut -c1-600)"
+    fail "[$ver] node up (log follows)"
+    grep -v '^go: downloading' "$work/up-$ver.log" | tail -40 | sed 's/^/    | /'
+
     continue
   fi
   step "[$ver] CRI info RuntimeReady" bash -c "crictl info -o go-template --template '{{range .status.conditions}}{{.type}}={{.status}} {{end}}' | tee /dev/stderr | grep -q RuntimeReady=true" || true

@@ -45,3 +45,12 @@ kf_lock() {
   exec {KF_LOCK_FD}>"$CACHE/.lock-$1"
   flock "$KF_LOCK_FD"
 }
+
+# Run a command, and once more after a pause if it fails (module proxy or
+# mirror hiccups on a busy machine); the second failure is final.
+kf_retry() {
+  "$@" && return 0
+  kf_log "failed, retrying once in 5s: $*"
+  sleep 5
+  "$@"
+}
