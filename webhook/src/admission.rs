@@ -1,6 +1,8 @@
 //! One AdmissionReview body in, one reply out: parse, look the namespace up
-//! in the cache, decide, sign, patch, audit. No network I/O; the server
-//! only moves bytes in and out of [`Admission::handle`].
+//! in the cache, decide, sign, patch, audit. The only network I/O is the
+//! pod lookup behind [`PodLookup`] that `kubectl exec` needs (CONNECT
+//! reviews carry no pod); the server only moves bytes in and out of
+//! [`Admission::handle`].
 
 use std::sync::Arc;
 
@@ -11,6 +13,10 @@ use serde_json::Value;
 
 use crate::namespaces::NamespaceSource;
 use crate::patch;
+use crate::pods::PodLookup;
+use crate::policy::exec::{
+    ExecDecision, ExecOptions, ExecRequest, ExecStep, ExecVerdict, PodState,
+};
 use crate::policy::{Decision, Endpoint, Operation, Plan, PodRequest, Policy, Verdict};
 use crate::review::{self, AdmissionRequest, AdmissionResponse, AdmissionReviewOut};
 
@@ -34,6 +40,7 @@ pub struct Admission {
     policy: Policy,
     signer: Signer,
     namespaces: Arc<dyn NamespaceSource>,
+    pods: Arc<dyn PodLookup>,
     clock: Clock,
 }
 
@@ -42,12 +49,14 @@ impl Admission {
         policy: Policy,
         signer: Signer,
         namespaces: Arc<dyn NamespaceSource>,
+        pods: Arc<dyn PodLookup>,
         clock: Clock,
     ) -> Self {
         Self {
             policy,
             signer,
             namespaces,
+            pods,
             clock,
         }
     }
@@ -60,7 +69,7 @@ impl Admission {
         &self.signer
     }
 
-    pub fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Reply {
+    pub async fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Reply {
         let request = match review::parse(body) {
             Ok(r) => r,
             Err(e) => {
@@ -90,11 +99,24 @@ impl Admission {
                 };
             }
         };
+        if Operation::parse(&request.operation) == Operation::Connect {
+            return self.handle_connect(endpoint, &request).await;
+        }
         self.handle_request(endpoint, &request)
     }
 
     fn reject(&self, req: &AdmissionRequest, reason: &'static str, message: String) -> Reply {
-        let mut rec = AuditRecord::new(Component::Webhook, "admission", Outcome::Deny, reason)
+        self.reject_event(req, "admission", reason, message)
+    }
+
+    fn reject_event(
+        &self,
+        req: &AdmissionRequest,
+        event: &'static str,
+        reason: &'static str,
+        message: String,
+    ) -> Reply {
+        let mut rec = AuditRecord::new(Component::Webhook, event, Outcome::Deny, reason)
             .message(message.clone());
         rec.request_uid = Some(req.uid.clone());
         rec.user = Some(req.user_info.username.clone());
@@ -112,7 +134,7 @@ impl Admission {
         let operation = Operation::parse(&req.operation);
         let checked = matches!(operation, Operation::Create | Operation::Update);
         if !checked {
-            // DELETE, CONNECT (exec/attach options objects): nothing to decide.
+            // DELETE, CONNECT on other subresources: nothing to decide.
             let mut rec = AuditRecord::new(
                 Component::Webhook,
                 "admission",
@@ -276,6 +298,176 @@ impl Admission {
         in_band(resp, Outcome::as_str(outcome), reason, rec)
     }
 
+    /// CONNECT: `kubectl exec` (`pods/exec`, object `PodExecOptions`) and
+    /// `kubectl attach` (`pods/attach`) are decided; port-forward, proxy and
+    /// anything else are admitted as before.
+    async fn handle_connect(&self, endpoint: Endpoint, req: &AdmissionRequest) -> Reply {
+        let sub = req.sub_resource.as_deref().unwrap_or("");
+        let on_pods = req.resource.group.is_empty() && req.resource.resource == "pods";
+        let event: &'static str = match sub {
+            "exec" if on_pods => "exec",
+            "attach" if on_pods => "attach",
+            _ => return self.handle_request(endpoint, req),
+        };
+        let options = if event == "exec" {
+            let k = &req.kind;
+            if !(k.group.is_empty() && k.version == "v1" && k.kind == "PodExecOptions") {
+                return self.reject_event(
+                    req,
+                    event,
+                    "bad-request",
+                    format!(
+                        "pods/exec: expected a core/v1 PodExecOptions object, got {}/{} {}",
+                        k.group, k.version, k.kind
+                    ),
+                );
+            }
+            let Some(object) = req.object.as_ref() else {
+                return self.reject_event(
+                    req,
+                    event,
+                    "bad-request",
+                    "the request has no object".into(),
+                );
+            };
+            match serde_json::from_value::<ExecOptions>(object.clone()) {
+                Ok(o) => o,
+                Err(e) => {
+                    return self.reject_event(
+                        req,
+                        event,
+                        "bad-request",
+                        format!("the object is not valid PodExecOptions: {e}"),
+                    )
+                }
+            }
+        } else {
+            // Only read for the record; attach is admitted whatever it says.
+            req.object
+                .as_ref()
+                .and_then(|o| serde_json::from_value::<ExecOptions>(o.clone()).ok())
+                .unwrap_or_default()
+        };
+        let (Some(namespace), Some(pod_name)) = (
+            req.namespace.as_deref().filter(|s| !s.is_empty()),
+            req.name.as_deref().filter(|s| !s.is_empty()),
+        ) else {
+            return self.reject_event(
+                req,
+                event,
+                "bad-request",
+                format!("CONNECT on pods/{sub} must name the pod and its namespace"),
+            );
+        };
+        let ns_meta = self.namespaces.get(namespace);
+        let xr = ExecRequest {
+            endpoint,
+            subresource: sub,
+            namespace,
+            pod_name,
+            username: &req.user_info.username,
+            groups: &req.user_info.groups,
+            options: &options,
+            namespace_meta: ns_meta.as_ref(),
+        };
+        let decision = match self.policy.decide_exec(&xr, PodState::NotFetched) {
+            ExecStep::Decided(d) => d,
+            ExecStep::NeedPod => {
+                let looked = self.pods.get(namespace, pod_name).await;
+                let step = match &looked {
+                    Ok(pod) => self.policy.decide_exec(&xr, PodState::Found(pod)),
+                    Err(e) => {
+                        tracing::warn!(uid = %req.uid, namespace, pod = pod_name, error = %e, "pod lookup for exec failed");
+                        let why = e.to_string();
+                        self.policy.decide_exec(&xr, PodState::LookupFailed(&why))
+                    }
+                };
+                match step {
+                    ExecStep::Decided(d) => d,
+                    ExecStep::NeedPod => {
+                        return self.reject_event(
+                            req,
+                            event,
+                            "internal-error",
+                            "kubefence internal error: exec decision without a pod".into(),
+                        )
+                    }
+                }
+            }
+        };
+        self.respond_exec(req, event, &xr, decision)
+    }
+
+    fn respond_exec(
+        &self,
+        req: &AdmissionRequest,
+        event: &'static str,
+        xr: &ExecRequest<'_>,
+        decision: ExecDecision,
+    ) -> Reply {
+        let mut resp = match &decision.verdict {
+            ExecVerdict::Deny => AdmissionResponse::deny(&req.uid, 403, decision.message.clone()),
+            ExecVerdict::Admit => AdmissionResponse::allow(&req.uid),
+            ExecVerdict::Wrap(command) => match exec_patch(req.object.as_ref(), command) {
+                Ok(json) => AdmissionResponse::allow(&req.uid).with_patch(&json),
+                Err(message) => {
+                    tracing::error!(uid = %req.uid, %message, "exec patch self-check failed");
+                    AdmissionResponse::deny(
+                        &req.uid,
+                        500,
+                        format!("kubefence internal error: {message}"),
+                    )
+                }
+            },
+        };
+        let internal_error = resp.status.as_ref().is_some_and(|s| s.code == 500);
+        let (outcome, reason) = if internal_error {
+            (Outcome::Deny, "internal-error")
+        } else {
+            (decision.outcome, decision.reason.as_str())
+        };
+        for w in &decision.warnings {
+            resp.warn(w);
+        }
+        resp.audit("outcome", Outcome::as_str(outcome));
+        resp.audit("reason", reason);
+        if let Some(mode) = decision.mode {
+            resp.audit("mode", mode.as_str());
+        }
+        let container = decision
+            .container
+            .clone()
+            .or_else(|| Some(xr.options.container.clone()).filter(|c| !c.is_empty()));
+        if let Some(c) = &container {
+            resp.audit("container", c.clone());
+        }
+        if let Some(p) = &decision.profile {
+            resp.audit("profile", p.as_str());
+        }
+        if decision.break_glass {
+            resp.audit("break-glass", "true");
+        }
+
+        // The command as the user asked for it, unambiguous (JSON list).
+        let command = serde_json::to_string(&xr.options.command).unwrap_or_default();
+        let mut message = format!("{}; command {command}", decision.message);
+        if decision.break_glass {
+            let groups = serde_json::to_string(xr.groups).unwrap_or_default();
+            message.push_str(&format!("; groups {groups}"));
+        }
+        let mut rec = AuditRecord::new(Component::Webhook, event, outcome, reason).message(message);
+        rec.namespace = Some(xr.namespace.to_owned());
+        rec.pod = Some(xr.pod_name.to_owned());
+        rec.container = container;
+        rec.profile = decision.profile.as_ref().map(|p| p.to_string());
+        rec.handler = decision.handler.clone();
+        rec.user = Some(req.user_info.username.clone());
+        rec.request_uid = Some(req.uid.clone());
+        rec.mode = decision.mode.map(|m| m.as_str());
+        rec.dry_run = req.is_dry_run();
+        in_band(resp, Outcome::as_str(outcome), reason, rec)
+    }
+
     /// Signs (unless the plan keeps the existing decision), builds the
     /// patch, and checks that applying it yields a valid Pod.
     fn patch_for(&self, plan: &Plan, object: &Value) -> Result<(Vec<u8>, bool), String> {
@@ -290,6 +482,23 @@ impl Admission {
         let bytes = serde_json::to_vec(&ops_json).map_err(|e| e.to_string())?;
         Ok((bytes, token.is_some()))
     }
+}
+
+/// The `/command` patch, checked by applying it to the options the
+/// apiserver sent: it must apply and yield exactly `command`.
+fn exec_patch(object: Option<&Value>, command: &[String]) -> Result<Vec<u8>, String> {
+    let object = object.ok_or("the request has no object")?;
+    let ops_json = serde_json::to_value(patch::exec_command(command)).map_err(|e| e.to_string())?;
+    let parsed: json_patch::Patch =
+        serde_json::from_value(ops_json.clone()).map_err(|e| e.to_string())?;
+    let mut doc = object.clone();
+    json_patch::patch(&mut doc, &parsed).map_err(|e| format!("patch does not apply: {e}"))?;
+    let patched: ExecOptions =
+        serde_json::from_value(doc).map_err(|e| format!("patched options are invalid: {e}"))?;
+    if patched.command != command {
+        return Err("patched options do not carry the wrapped command".into());
+    }
+    serde_json::to_vec(&ops_json).map_err(|e| e.to_string())
 }
 
 fn in_band(
@@ -313,13 +522,12 @@ mod tests {
     use super::*;
     use crate::config::ConfigFile;
     use crate::namespaces::StaticNamespaces;
+    use crate::pods::StaticPods;
     use kubefence_shared::envelope::TrustSet;
     use serde_json::json;
     use std::path::Path;
 
-    fn admission() -> Admission {
-        let cfg = ConfigFile::parse(
-            r#"
+    const CONFIG: &str = r#"
 default_profile = "default"
 [[runtime_classes]]
 name = "nono"
@@ -327,21 +535,255 @@ handler = "nono-runc"
 [[dev.namespaces]]
 name = "team-a"
 labels = { "nono.sh/mode" = "enforce" }
-"#,
-            Path::new("t"),
-        )
-        .unwrap()
-        .validate(crate::keyfiles::builtin_catalog())
-        .unwrap();
+"#;
+
+    fn admission() -> Admission {
+        admission_with("", |_| StaticPods::default())
+    }
+
+    /// `extra` is appended to the config; `pods` gets the webhook's signer.
+    fn admission_with(extra: &str, pods: impl FnOnce(&Signer) -> StaticPods) -> Admission {
+        let cfg = ConfigFile::parse(&format!("{CONFIG}{extra}"), Path::new("t"))
+            .unwrap()
+            .validate(crate::keyfiles::builtin_catalog())
+            .unwrap();
         let signer = Signer::generate().unwrap();
         let mut trust = TrustSet::new();
         trust.insert(signer.verifying_key());
+        let pods = pods(&signer);
         Admission::new(
             Policy::new(cfg.policy, trust),
             signer,
             Arc::new(StaticNamespaces::new(&cfg.dev.namespaces)),
+            Arc::new(pods),
             Arc::new(|| 42),
         )
+    }
+
+    /// `web-0` in team-a as kubefence admitted it.
+    fn sandboxed_pod(signer: &Signer) -> Pod {
+        let claims = kubefence_shared::decision::Claims {
+            ver: 1,
+            namespace: "team-a".into(),
+            pod: kubefence_shared::decision::PodBinding::Name("web-0".into()),
+            handler: "nono-runc".into(),
+            profile: kubefence_shared::ProfileName::parse("default").unwrap(),
+            containers: [(
+                "app".to_string(),
+                kubefence_shared::ProfileName::parse("strict").unwrap(),
+            )]
+            .into(),
+            iat: 1,
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-0", "namespace": "team-a",
+                         "annotations": {"nono.sh/decision": signer.sign(&claims)}},
+            "spec": {"runtimeClassName": "nono", "containers": [{"name": "app"}, {"name": "log"}]}
+        }))
+        .unwrap()
+    }
+
+    fn exec_body(sub: &str, kind: &str, user: &str, groups: &[&str], container: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "x1",
+                "kind": {"group": "", "version": "v1", "kind": kind},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "subResource": sub,
+                "name": "web-0", "namespace": "team-a", "operation": "CONNECT",
+                "userInfo": {"username": user, "groups": groups},
+                "object": {"kind": kind, "apiVersion": "v1", "stdin": true, "stdout": true,
+                           "tty": true, "container": container, "command": ["sh", "-c", "id"]},
+                "oldObject": null, "dryRun": false, "options": null
+            }
+        }))
+        .unwrap()
+    }
+
+    fn response(reply: &Reply) -> Value {
+        let v: Value = serde_json::from_slice(&reply.body).unwrap();
+        v["response"].clone()
+    }
+
+    #[tokio::test]
+    async fn exec_denied_by_default_and_recorded() {
+        let a = admission_with("", |s| StaticPods::new([sandboxed_pod(s)]));
+        let reply = a
+            .handle(
+                Endpoint::Validate,
+                &exec_body("exec", "PodExecOptions", "alice", &[], "app"),
+            )
+            .await;
+        assert_eq!((reply.outcome, reply.reason), ("deny", "exec-denied"));
+        let resp = response(&reply);
+        assert_eq!(resp["allowed"], false);
+        assert_eq!(resp["status"]["code"], 403);
+        assert!(resp["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl debug -it -n team-a web-0"));
+        assert_eq!(resp["auditAnnotations"]["container"], "app");
+        assert_eq!(resp["auditAnnotations"]["profile"], "strict");
+        let r = &reply.audit;
+        assert_eq!(r.event, "exec");
+        assert_eq!(r.outcome, Outcome::Deny);
+        assert_eq!(r.reason, "exec-denied");
+        assert_eq!(r.pod.as_deref(), Some("web-0"));
+        assert_eq!(r.container.as_deref(), Some("app"));
+        assert_eq!(r.profile.as_deref(), Some("strict"));
+        assert_eq!(r.user.as_deref(), Some("alice"));
+        assert!(
+            r.message.ends_with(r#"; command ["sh","-c","id"]"#),
+            "{}",
+            r.message
+        );
+    }
+
+    #[tokio::test]
+    async fn break_glass_audit_record_names_user_pod_container_and_command() {
+        let cfg = "[exec]\nbreak_glass_users = [\"oncall\"]\nbreak_glass_groups = [\"sre\"]\n";
+        let a = admission_with(cfg, |s| StaticPods::new([sandboxed_pod(s)]));
+        for (user, groups) in [
+            ("oncall", vec![]),
+            ("bob", vec!["system:authenticated", "sre"]),
+        ] {
+            let reply = a
+                .handle(
+                    Endpoint::Validate,
+                    &exec_body("exec", "PodExecOptions", user, &groups, "log"),
+                )
+                .await;
+            let resp = response(&reply);
+            assert_eq!(resp["allowed"], true, "{resp}");
+            assert!(resp.get("patch").is_none());
+            assert_eq!(resp["auditAnnotations"]["break-glass"], "true");
+            assert!(resp["warnings"][0].as_str().unwrap().contains("OUTSIDE"));
+            let r = &reply.audit;
+            assert_eq!(r.event, "exec");
+            assert_eq!(r.outcome, Outcome::Admit);
+            assert_eq!(r.reason, "exec-break-glass");
+            assert_eq!(r.user.as_deref(), Some(user));
+            assert_eq!(r.namespace.as_deref(), Some("team-a"));
+            assert_eq!(r.pod.as_deref(), Some("web-0"));
+            assert_eq!(r.container.as_deref(), Some("log"));
+            assert_eq!(r.profile.as_deref(), Some("default"), "pod-wide for log");
+            assert_eq!(r.mode, Some("enforce"));
+            assert!(
+                r.message.contains(&format!(
+                    "break-glass exec by {user} into team-a/web-0 container \"log\""
+                )),
+                "{}",
+                r.message
+            );
+            assert!(
+                r.message.contains(r#"command ["sh","-c","id"]"#),
+                "{}",
+                r.message
+            );
+            let groups_json = serde_json::to_string(&groups).unwrap();
+            assert!(
+                r.message.ends_with(&format!("; groups {groups_json}")),
+                "{}",
+                r.message
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn wrap_mode_patches_the_command() {
+        let a = admission_with("[exec]\nmode = \"wrap\"\n", |s| {
+            StaticPods::new([sandboxed_pod(s)])
+        });
+        let body = exec_body("exec", "PodExecOptions", "alice", &[], "app");
+        let reply = a.handle(Endpoint::Mutate, &body).await;
+        assert_eq!((reply.outcome, reply.reason), ("mutate", "exec-wrapped"));
+        let resp = response(&reply);
+        assert_eq!(resp["allowed"], true);
+        assert_eq!(resp["patchType"], "JSONPatch");
+        use base64::Engine;
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(resp["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: Value = serde_json::from_slice(&patch).unwrap();
+        assert_eq!(
+            patch,
+            json!([{"op": "replace", "path": "/command", "value": [
+                "/nono/nono", "wrap", "--silent", "--profile", "/nono/profiles/strict.json",
+                "--", "sh", "-c", "id"]}])
+        );
+        assert_eq!(reply.audit.outcome, Outcome::Mutate);
+        assert_eq!(reply.audit.profile.as_deref(), Some("strict"));
+    }
+
+    #[tokio::test]
+    async fn lookup_failure_denies_and_attach_needs_no_lookup() {
+        let a = admission_with("", |_| {
+            StaticPods::failing(crate::pods::LookupError::Api("connection refused".into()))
+        });
+        let reply = a
+            .handle(
+                Endpoint::Validate,
+                &exec_body("exec", "PodExecOptions", "alice", &[], "app"),
+            )
+            .await;
+        assert_eq!((reply.outcome, reply.reason), ("deny", "pod-lookup-failed"));
+        let msg = response(&reply)["status"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            msg.contains("connection refused") && msg.contains("fail closed"),
+            "{msg}"
+        );
+        // Attach is decided without the pod, so the broken lookup is never used.
+        let reply = a
+            .handle(
+                Endpoint::Validate,
+                &exec_body("attach", "PodAttachOptions", "alice", &[], "app"),
+            )
+            .await;
+        assert_eq!((reply.outcome, reply.reason), ("admit", "attach"));
+        assert_eq!(reply.audit.event, "attach");
+        assert_eq!(reply.audit.container.as_deref(), Some("app"));
+        // Port-forward: as before.
+        let reply = a
+            .handle(
+                Endpoint::Validate,
+                &exec_body("portforward", "PodPortForwardOptions", "alice", &[], ""),
+            )
+            .await;
+        assert_eq!(reply.reason, "operation-ignored");
+    }
+
+    #[tokio::test]
+    async fn malformed_exec_requests_are_refused() {
+        let a = admission();
+        let reply = a
+            .handle(
+                Endpoint::Validate,
+                &exec_body("exec", "Pod", "alice", &[], "app"),
+            )
+            .await;
+        assert_eq!((reply.outcome, reply.reason), ("deny", "bad-request"));
+        assert_eq!(reply.audit.event, "exec");
+        let mut v: Value =
+            serde_json::from_slice(&exec_body("exec", "PodExecOptions", "alice", &[], "app"))
+                .unwrap();
+        v["request"]["object"]["command"] = json!("sh");
+        let reply = a
+            .handle(Endpoint::Validate, &serde_json::to_vec(&v).unwrap())
+            .await;
+        assert_eq!(reply.reason, "bad-request");
+        let mut v: Value =
+            serde_json::from_slice(&exec_body("exec", "PodExecOptions", "alice", &[], "app"))
+                .unwrap();
+        v["request"].as_object_mut().unwrap().remove("name");
+        let reply = a
+            .handle(Endpoint::Validate, &serde_json::to_vec(&v).unwrap())
+            .await;
+        assert_eq!(reply.reason, "bad-request");
+        assert_eq!(response(&reply)["status"]["code"], 400);
     }
 
     fn body(dry_run: bool, user: &str) -> Vec<u8> {
@@ -360,10 +802,10 @@ labels = { "nono.sh/mode" = "enforce" }
         .unwrap()
     }
 
-    #[test]
-    fn audit_record_carries_the_decision_and_dry_run() {
+    #[tokio::test]
+    async fn audit_record_carries_the_decision_and_dry_run() {
         let a = admission();
-        let reply = a.handle(Endpoint::Mutate, &body(true, "alice"));
+        let reply = a.handle(Endpoint::Mutate, &body(true, "alice")).await;
         assert_eq!(
             (reply.http_status, reply.outcome, reply.reason),
             (200, "mutate", "sandboxed")
@@ -380,14 +822,14 @@ labels = { "nono.sh/mode" = "enforce" }
         assert_eq!(r.runtime_class.as_deref(), Some("nono"));
         assert_eq!(r.mode, Some("enforce"));
         assert_eq!(r.key_id.as_deref(), Some(a.signer().kid().as_str()));
-        let reply = a.handle(Endpoint::Mutate, &body(false, "alice"));
+        let reply = a.handle(Endpoint::Mutate, &body(false, "alice")).await;
         assert!(!reply.audit.dry_run);
     }
 
-    #[test]
-    fn bad_bodies_are_recorded_and_answered() {
+    #[tokio::test]
+    async fn bad_bodies_are_recorded_and_answered() {
         let a = admission();
-        let reply = a.handle(Endpoint::Mutate, b"{}");
+        let reply = a.handle(Endpoint::Mutate, b"{}").await;
         assert_eq!(reply.http_status, 400);
         assert_eq!(reply.audit.reason, "bad-request");
         assert_eq!(reply.audit.outcome, Outcome::Deny);

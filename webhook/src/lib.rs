@@ -7,6 +7,7 @@ pub mod keyfiles;
 pub mod metrics;
 pub mod namespaces;
 pub mod patch;
+pub mod pods;
 pub mod policy;
 pub mod review;
 pub mod server;

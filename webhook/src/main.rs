@@ -16,6 +16,7 @@ use kubefence_webhook::config::{ConfigFile, DEFAULT_CERT_RELOAD_SECS};
 use kubefence_webhook::keyfiles;
 use kubefence_webhook::metrics::Metrics;
 use kubefence_webhook::namespaces::{KubeNamespaces, NamespaceSource, StaticNamespaces};
+use kubefence_webhook::pods::{KubePods, PodLookup, StaticPods};
 use kubefence_webhook::policy::Policy;
 use kubefence_webhook::server::{self, AppState};
 use kubefence_webhook::tls::CertStore;
@@ -184,14 +185,27 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let trust = keyfiles::trust_set(&signer, &extra_keys).context("loading public keys")?;
     tracing::info!(kid = %signer.kid(), trusted = trust.len(), "signing key loaded");
 
-    let namespaces: Arc<dyn NamespaceSource> = if args.dev {
-        Arc::new(StaticNamespaces::new(&config.dev.namespaces))
+    let (namespaces, pods): (Arc<dyn NamespaceSource>, Arc<dyn PodLookup>) = if args.dev {
+        // No cluster: exec into any pod fails closed (pod not found).
+        (
+            Arc::new(StaticNamespaces::new(&config.dev.namespaces)),
+            Arc::new(StaticPods::default()),
+        )
     } else {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API")?;
-        KubeNamespaces::start(client)
+        (
+            KubeNamespaces::start(client.clone()),
+            Arc::new(KubePods::new(client, config.pod_lookup_timeout)),
+        )
     };
+    tracing::info!(
+        exec_mode = config.policy.exec.mode.as_str(),
+        break_glass_users = config.policy.exec.break_glass_users.len(),
+        break_glass_groups = config.policy.exec.break_glass_groups.len(),
+        "exec policy"
+    );
 
     let certs = CertStore::load(&cert, &key).context("loading the serving certificate")?;
     let metrics = Arc::new(Metrics::new());
@@ -200,6 +214,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Policy::new(config.policy.clone(), trust),
         signer,
         namespaces,
+        pods,
         Arc::new(kubefence_shared::decision::unix_now),
     ));
     let state = AppState {

@@ -8,12 +8,23 @@ use kubefence_shared::keys;
 
 use crate::policy::Plan;
 
-/// One RFC 6902 operation (only the two the webhook needs).
+/// One RFC 6902 operation (only those the webhook needs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum PatchOp {
     Add { path: String, value: Value },
     Remove { path: String },
+    Replace { path: String, value: Value },
+}
+
+/// The patch of a `PodExecOptions` that makes it run `command` instead.
+/// `replace` (not `add`): it fails to apply rather than create a member if
+/// the apiserver ever sends options without one.
+pub fn exec_command(command: &[String]) -> Vec<PatchOp> {
+    vec![PatchOp::Replace {
+        path: "/command".into(),
+        value: Value::from(command.to_vec()),
+    }]
 }
 
 /// Escapes one JSON-pointer reference token (RFC 6901 section 3): `~`
@@ -109,6 +120,22 @@ mod tests {
         let mut doc = object.clone();
         json_patch::patch(&mut doc, &patch).unwrap();
         doc
+    }
+
+    #[test]
+    fn exec_command_replaces_the_whole_list() {
+        let ops = exec_command(&["/nono/nono".to_string(), "sh".to_string()]);
+        assert_eq!(
+            serde_json::to_value(&ops).unwrap(),
+            json!([{"op": "replace", "path": "/command", "value": ["/nono/nono", "sh"]}])
+        );
+        let object =
+            json!({"kind": "PodExecOptions", "apiVersion": "v1", "command": ["sh", "-c", "id"]});
+        assert_eq!(apply(&object, &ops)["command"], json!(["/nono/nono", "sh"]));
+        let without: json_patch::Patch =
+            serde_json::from_value(serde_json::to_value(&ops).unwrap()).unwrap();
+        let mut bare = json!({"kind": "PodExecOptions"});
+        assert!(json_patch::patch(&mut bare, &without).is_err());
     }
 
     #[test]

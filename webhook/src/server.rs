@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::FutureExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::admission::{Admission, Reply};
@@ -84,9 +85,10 @@ async fn review(st: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body
                 let bytes = collected.to_bytes();
                 let admission = st.admission.clone();
                 // A bug must cost one request, never the process or others.
-                match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    admission.handle(endpoint, &bytes)
-                })) {
+                match AssertUnwindSafe(admission.handle(endpoint, &bytes))
+                    .catch_unwind()
+                    .await
+                {
                     Ok(reply) => Ok(reply),
                     Err(_) => Err(plain(
                         StatusCode::INTERNAL_SERVER_ERROR,
