@@ -646,11 +646,14 @@ handler = "nono-runc"
         let text = include_str!("../examples/config.toml");
         let file = ConfigFile::parse(text, Path::new("config.toml")).unwrap();
         assert!(file.tls.is_some() && file.keys.is_some());
-        file.validate(catalog()).unwrap();
+        let c = file.validate(catalog()).unwrap();
+        assert_eq!(c.policy.exec, ExecPolicy::default(), "documents the defaults");
         let dev = include_str!("../examples/dev.toml");
         let file = ConfigFile::parse(dev, Path::new("dev.toml")).unwrap();
         assert!(!file.dev.namespaces.is_empty());
-        file.validate(catalog()).unwrap();
+        let c = file.validate(catalog()).unwrap();
+        assert_eq!(c.policy.exec.mode, ExecMode::Deny);
+        assert_eq!(c.policy.exec.break_glass_groups, vec!["sre".to_string()]);
     }
 
     #[test]
