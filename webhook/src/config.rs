@@ -647,7 +647,11 @@ handler = "nono-runc"
         let file = ConfigFile::parse(text, Path::new("config.toml")).unwrap();
         assert!(file.tls.is_some() && file.keys.is_some());
         let c = file.validate(catalog()).unwrap();
-        assert_eq!(c.policy.exec, ExecPolicy::default(), "documents the defaults");
+        assert_eq!(
+            c.policy.exec,
+            ExecPolicy::default(),
+            "documents the defaults"
+        );
         let dev = include_str!("../examples/dev.toml");
         let file = ConfigFile::parse(dev, Path::new("dev.toml")).unwrap();
         assert!(!file.dev.namespaces.is_empty());
