@@ -4,19 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use kubefence_shared::profile::{Catalog, ProfileName};
+use kubefence_shared::profile::ProfileName;
+use kubefence_shared::wrap;
 
-/// Name of the nono binary inside the host directory.
-pub const BINARY_NAME: &str = "nono";
-/// Name of the profile directory inside the host directory.
-pub const PROFILES_DIR: &str = "profiles";
-
-/// File name under the nono directory that must never exist: see
-/// [`NonoLayout::absent_path`].
-pub const ABSENT_NAME: &str = ".kubefence-absent";
-
-/// Index of the profile path in a wrapped argv.
-const PROFILE_ARG: usize = 4;
+pub use kubefence_shared::wrap::{ABSENT_NAME, BINARY_NAME, PROFILES_DIR};
 
 /// Mount options of the nono directory: read-only so the workload cannot
 /// replace nono or a profile, no setuid or devices from it.
@@ -98,69 +89,24 @@ impl NonoLayout {
         format!("{}/{BINARY_NAME}", self.container_dir)
     }
 
-    /// The profile file as the container sees it. Always an absolute path:
-    /// nono takes a bare name as a lookup in the workload-controlled
-    /// `$HOME/.config/nono/profiles`, a value with `/` as a file.
+    /// The profile file as the container sees it.
     pub fn profile_path(&self, profile: &ProfileName) -> String {
-        let file = Catalog::profile_file(Path::new(PROFILES_DIR), profile);
-        format!("{}/{}", self.container_dir, file.display())
+        wrap::profile_path(&self.container_dir, profile)
     }
 
-    /// A path under the mount that never exists (checked at startup). nono
-    /// takes a flag over its environment variable, so `--allow` naming it
-    /// displaces a workload's `NONO_ALLOW` even if stripping it ever failed.
-    pub fn absent_path(&self) -> String {
-        format!("{}/{ABSENT_NAME}", self.container_dir)
-    }
-
-    /// The absent path on the host.
+    /// The absent path on the host (see [`wrap::ABSENT_NAME`]).
     pub fn host_absent_path(&self) -> PathBuf {
         self.host_dir.join(ABSENT_NAME)
     }
 
-    /// Everything before the original argv. Besides the profile (as an
-    /// absolute path) it pins the flags whose environment variables could
-    /// widen the sandbox or write outside it (`NONO_ALLOW`,
-    /// `NONO_ENV_CREDENTIAL`, `NONO_LOG_FILE`; see docs/nono-inputs.md).
-    /// `--` ends nono's flags, so nothing in the original argv is one.
-    fn prefix(&self, profile_path: String) -> Vec<String> {
-        vec![
-            self.binary(),
-            "wrap".to_owned(),
-            "--silent".to_owned(),
-            "--profile".to_owned(),
-            profile_path,
-            "--allow".to_owned(),
-            self.absent_path(),
-            "--env-credential".to_owned(),
-            String::new(),
-            "--log-file".to_owned(),
-            "/dev/null".to_owned(),
-            "--".to_owned(),
-        ]
-    }
-
-    /// The container's new argv: nono, applying `profile`, then exec'ing the
-    /// original argv.
+    /// The container's new argv ([`wrap::wrap_args`]).
     pub fn wrap_args(&self, profile: &ProfileName, original: &[String]) -> Vec<String> {
-        let mut args = self.prefix(self.profile_path(profile));
-        args.extend_from_slice(original);
-        args
+        wrap::wrap_args(&self.container_dir, profile, original)
     }
 
-    /// Whether `args` run under this layout's nono with some catalog
-    /// profile: the shape [`NonoLayout::wrap_args`] produces, with a program.
+    /// Whether `args` run under this layout's nono with some profile.
     pub fn is_wrapped(&self, args: &[String]) -> bool {
-        let profiles = format!("{}/{PROFILES_DIR}/", self.container_dir);
-        let Some(profile_path) = args.get(PROFILE_ARG) else {
-            return false;
-        };
-        let profile_ok = profile_path
-            .strip_prefix(&profiles)
-            .and_then(|f| f.strip_suffix(".json"))
-            .is_some_and(|name| ProfileName::parse(name).is_ok());
-        let prefix = self.prefix(profile_path.clone());
-        profile_ok && args.len() > prefix.len() && args[..prefix.len()] == prefix[..]
+        wrap::wrapped_profile(&self.container_dir, args).is_some()
     }
 
     /// The read-only bind mount of the host directory.
@@ -221,31 +167,6 @@ mod tests {
     }
 
     #[test]
-    fn wrap_args_is_the_exact_argv() {
-        let got = layout().wrap_args(&p("web"), &s(&["/bin/sh", "-c", "echo --profile x"]));
-        assert_eq!(
-            got,
-            s(&[
-                "/nono/nono",
-                "wrap",
-                "--silent",
-                "--profile",
-                "/nono/profiles/web.json",
-                "--allow",
-                "/nono/.kubefence-absent",
-                "--env-credential",
-                "",
-                "--log-file",
-                "/dev/null",
-                "--",
-                "/bin/sh",
-                "-c",
-                "echo --profile x"
-            ])
-        );
-    }
-
-    #[test]
     fn profile_is_always_an_absolute_path() {
         let l = NonoLayout::new("/srv/kf", "/run/kf/nono").unwrap();
         assert_eq!(
@@ -258,27 +179,12 @@ mod tests {
     }
 
     #[test]
-    fn is_wrapped_recognises_only_our_shape() {
+    fn is_wrapped_uses_the_layout_directory() {
         let l = layout();
         let wrapped = l.wrap_args(&p("web"), &s(&["app"]));
         assert!(l.is_wrapped(&wrapped));
-        assert!(!l.is_wrapped(&wrapped[..12]), "no program");
-        let mut unpinned = wrapped.clone();
-        unpinned.drain(5..11);
-        assert!(!l.is_wrapped(&unpinned), "without the pinned flags");
-        assert!(!l.is_wrapped(&s(&["app"])));
-        let mut bare = wrapped.clone();
-        bare[4] = "web".into();
-        assert!(!l.is_wrapped(&bare), "bare profile name");
-        let mut other = wrapped.clone();
-        other[4] = "/tmp/profiles/web.json".into();
-        assert!(!l.is_wrapped(&other), "profile outside the mount");
-        let mut dotdot = wrapped.clone();
-        dotdot[4] = "/nono/profiles/../x.json".into();
-        assert!(!l.is_wrapped(&dotdot));
-        let mut binary = wrapped;
-        binary[0] = "/usr/bin/nono".into();
-        assert!(!l.is_wrapped(&binary));
+        let other = NonoLayout::new("/opt/kubefence", "/sandbox").unwrap();
+        assert!(!other.is_wrapped(&wrapped));
     }
 
     #[test]

@@ -710,7 +710,8 @@ labels = { "nono.sh/mode" = "enforce" }
             patch,
             json!([{"op": "replace", "path": "/command", "value": [
                 "/nono/nono", "wrap", "--silent", "--profile", "/nono/profiles/strict.json",
-                "--", "sh", "-c", "id"]}])
+                "--allow", "/nono/.kubefence-absent", "--env-credential", "",
+                "--log-file", "/dev/null", "--", "sh", "-c", "id"]}])
         );
         assert_eq!(reply.audit.outcome, Outcome::Mutate);
         assert_eq!(reply.audit.profile.as_deref(), Some("strict"));

@@ -9,7 +9,7 @@ use kubefence_shared::profile::{Catalog, CatalogError, ProfileName};
 use serde::Deserialize;
 
 /// The NRI plugin name the webhook requires on sandboxed pods by default.
-pub const DEFAULT_REQUIRED_PLUGIN: &str = "kubefence";
+pub use kubefence_shared::keys::DEFAULT_PLUGIN_NAME as DEFAULT_REQUIRED_PLUGIN;
 
 /// The annotation key used in the NRI project's own examples for
 /// containerd's `tolerate_missing_plugins_annotation`. The key is chosen by
@@ -464,10 +464,13 @@ impl ConfigFile {
                 ));
             }
         }
-        if self.required_plugin.is_empty() || self.required_plugin.contains(['"', '\\']) {
+        if !kubefence_shared::keys::valid_plugin_name(&self.required_plugin) {
             return Err(invalid(
                 "required_plugin",
-                format!("{:?} is not a plugin name", self.required_plugin),
+                format!(
+                    "{:?} is not an NRI plugin name (letters, digits, '-', '_', '.', '+')",
+                    self.required_plugin
+                ),
             ));
         }
         for key in &self.strip_annotations {

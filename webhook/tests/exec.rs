@@ -183,6 +183,12 @@ fn wrapped(profile: &str, command: &[&str]) -> Value {
         "--silent".into(),
         "--profile".into(),
         format!("/nono/profiles/{profile}.json"),
+        "--allow".into(),
+        "/nono/.kubefence-absent".into(),
+        "--env-credential".into(),
+        String::new(),
+        "--log-file".into(),
+        "/dev/null".into(),
         "--".into(),
     ];
     v.extend(command.iter().map(|s| s.to_string()));

@@ -131,34 +131,24 @@ pub enum ExecStep {
     Decided(ExecDecision),
 }
 
-/// `<nono_dir>/nono wrap --silent --profile <nono_dir>/profiles/<p>.json --
-/// <command>`: the argv the node plugin gives the container's PID 1.
+/// The argv the node plugin would give a container's PID 1, for `command`.
 pub fn wrap_command(nono_dir: &str, profile: &ProfileName, command: &[String]) -> Vec<String> {
-    let mut argv = wrapper_prefix(nono_dir, profile);
-    argv.extend_from_slice(command);
-    argv
-}
-
-fn wrapper_prefix(nono_dir: &str, profile: &ProfileName) -> Vec<String> {
-    vec![
-        format!("{nono_dir}/nono"),
-        "wrap".into(),
-        "--silent".into(),
-        "--profile".into(),
-        format!("{nono_dir}/profiles/{profile}.json"),
-        "--".into(),
-    ]
+    kubefence_shared::wrap::wrap_args(nono_dir, profile, command)
 }
 
 /// Whether `command` already runs a program under nono with exactly
 /// `profile` (what [`wrap_command`] produces).
 pub fn is_wrapped(nono_dir: &str, profile: &ProfileName, command: &[String]) -> bool {
-    let prefix = wrapper_prefix(nono_dir, profile);
-    command.len() > prefix.len() && command[..prefix.len()] == prefix[..]
+    kubefence_shared::wrap::wrapped_profile(nono_dir, command).as_ref() == Some(profile)
 }
 
+/// Our own wrapper argv as a user would type it in a shell (for messages;
+/// its only argument that needs quoting is the empty one).
 fn shell_words(argv: &[String]) -> String {
-    argv.join(" ")
+    argv.iter()
+        .map(|a| if a.is_empty() { "''" } else { a.as_str() })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Policy {
@@ -365,11 +355,11 @@ impl Policy {
                 ExecMode::Deny => ExecDecision::deny(
                     Reason::ExecDenied,
                     format!(
-                        "kubefence denies kubectl exec into {target} container {container}: a process started by exec runs outside the container's nono sandbox. Instead use a sandboxed debug container: kubectl debug -it -n {ns} {pod} --image=<image> --target={container} (profile {pod_profile}); or run the command under nono yourself: kubectl exec -n {ns} {pod} -c {container} -- {wrapper} <command>; in an emergency ask a cluster admin for kubefence break-glass access",
+                        "kubefence denies kubectl exec into {target} container {container}: a process started by exec runs outside the container's nono sandbox. Instead use a sandboxed debug container: kubectl debug -it -n {ns} {pod} --image=<image> --target={container} (profile {pod_profile}); or run the command under nono yourself: kubectl exec -n {ns} {pod} -c {container} -- {wrapper}; in an emergency ask a cluster admin for kubefence break-glass access",
                         ns = req.namespace,
                         pod = req.pod_name,
                         pod_profile = claims.profile,
-                        wrapper = shell_words(&wrapper_prefix(nono_dir, &profile)),
+                        wrapper = shell_words(&wrap_command(nono_dir, &profile, &["<command>".to_owned()])),
                     ),
                 ),
                 ExecMode::Wrap if command.is_empty() => ExecDecision::deny(

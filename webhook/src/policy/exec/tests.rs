@@ -158,6 +158,12 @@ fn wrapped_cmd(profile: &str, rest: &[&str]) -> Vec<String> {
         "--silent",
         "--profile",
         &format!("/nono/profiles/{profile}.json"),
+        "--allow",
+        "/nono/.kubefence-absent",
+        "--env-credential",
+        "",
+        "--log-file",
+        "/dev/null",
         "--",
     ]);
     v.extend(s(rest));
@@ -206,7 +212,7 @@ fn exec_is_denied_by_default_with_what_to_do_instead() {
         "team-a/web-0 container sidecar",
         "outside the container's nono sandbox",
         "kubectl debug -it -n team-a web-0 --image=<image> --target=sidecar (profile default)",
-        "-- /nono/nono wrap --silent --profile /nono/profiles/strict.json -- <command>",
+        "-- /nono/nono wrap --silent --profile /nono/profiles/strict.json --allow /nono/.kubefence-absent --env-credential '' --log-file /dev/null -- <command>;",
         "break-glass",
     ] {
         assert!(msg.contains(want), "want {want:?} in {msg}");
