@@ -1,14 +1,15 @@
 //! `kubefence-webhook`: serve the admission webhook, generate keys, decode
-//! decisions.
+//! and verify decisions.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use kubefence_shared::envelope::{ParsedToken, Signer};
+use kubefence_shared::decision::{unix_now, Freshness, NodeView};
+use kubefence_shared::envelope::{ParsedToken, Signer, TrustSet};
 use kubefence_shared::profile::Catalog;
 
 use kubefence_webhook::admission::Admission;
@@ -52,6 +53,26 @@ enum Command {
         /// The value of a pod's nono.sh/decision annotation.
         token: String,
     },
+    /// Verify a decision exactly as a node does: signature against trusted
+    /// public keys, then namespace, pod name and runtime handler. Prints
+    /// the claims and exits 0 when it verifies, names the reason and exits 1
+    /// when it does not.
+    Verify {
+        /// A public key file, or a directory of *.pem / *.pub files.
+        #[arg(long)]
+        public_keys: PathBuf,
+        /// The pod's namespace.
+        #[arg(long)]
+        namespace: String,
+        /// The pod's final name (for generateName pods, the generated one).
+        #[arg(long)]
+        pod: String,
+        /// The CRI runtime handler the pod runs under.
+        #[arg(long)]
+        handler: String,
+        /// The value of the pod's nono.sh/decision annotation.
+        token: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -91,6 +112,13 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Decode { token } => decode(token.trim()),
+        Command::Verify {
+            public_keys,
+            namespace,
+            pod,
+            handler,
+            token,
+        } => verify(&public_keys, &namespace, &pod, &handler, token.trim()),
     }
 }
 
@@ -103,6 +131,25 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn verify(keys: &Path, namespace: &str, pod: &str, handler: &str, token: &str) -> Result<()> {
+    let trust = TrustSet::load(keys).context("loading the public keys")?;
+    let view = NodeView {
+        namespace,
+        pod_name: pod,
+        handler,
+    };
+    let verified = trust
+        .verify(token, &view, &Freshness::at(unix_now()))
+        .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
+    let out = serde_json::json!({
+        "verified": true,
+        "kid": verified.kid().as_str(),
+        "claims": verified.claims(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 fn decode(token: &str) -> Result<()> {
