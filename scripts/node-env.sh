@@ -6,6 +6,8 @@
 #                                      (eval them) and writes DIR/env
 #   scripts/node-env.sh env [DIR]      print the env of a running node
 #   scripts/node-env.sh down [DIR]     stop everything, unmount, remove DIR
+#   scripts/node-env.sh restart [DIR]  stop containerd and start it again with
+#                                      the same config (shims and pods survive)
 #   scripts/node-env.sh config VERSION DIR   only write DIR/config.toml
 #
 # DIR defaults to $KUBEFENCE_NODE_DIR. Or source this file and call
@@ -26,6 +28,8 @@
 #   KUBEFENCE_NONO_RUNC_BINARY       BinaryName of the nono-runc handler (default: runc)
 #   KUBEFENCE_CONTAINERD_LOG_LEVEL   (default info)
 #   KUBEFENCE_IMAGES                 images to import (default "pause busybox debian")
+#   KUBEFENCE_EXTRA_HANDLERS         comma list of more runtime handlers, each plain
+#                                    runc like nono-runc (e.g. a second sandbox handler)
 
 _kf_node_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../e2e/lib/common.sh
@@ -35,6 +39,20 @@ _kf_toml_list() { # "a,b" -> ['a', 'b']
   local IFS=, out="" x
   for x in $1; do [ -n "$x" ] && out="$out${out:+, }'$x'"; done
   echo "[$out]"
+}
+
+_kf_extra_handlers() { # BINARY DIR -> runtime sections for $KUBEFENCE_EXTRA_HANDLERS
+  local IFS=, h
+  for h in ${KUBEFENCE_EXTRA_HANDLERS:-}; do
+    [ -n "$h" ] || continue
+    printf '%s\n' \
+      "    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.$h]" \
+      "      runtime_type = 'io.containerd.runc.v2'" \
+      "      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.$h.options]" \
+      "        BinaryName = '$1'" \
+      "        Root = '$2/runc'" \
+      "        SystemdCgroup = false"
+  done
 }
 
 # kf_node_config VERSION DIR: writes DIR/config.toml for that containerd version.
@@ -130,6 +148,7 @@ $servers
         BinaryName = '$nono_bin'
         Root = '$d/runc'
         SystemdCgroup = false
+$(_kf_extra_handlers "$nono_bin" "$d")
 
 [plugins.'io.containerd.nri.v1.nri']
   disable = false
@@ -229,6 +248,33 @@ kf_node_up() {
   kf_log "containerd $ver up: $d (log $d/containerd.log, NRI $d/run/nri.sock)"
 }
 
+# kf_node_restart [DIR]: stops this node's containerd (SIGTERM, by its pid)
+# and starts it again with the same config and log (appended); waits for CRI.
+kf_node_restart() {
+  local d="${1:-${KUBEFENCE_NODE_DIR:-}}" pid bindir crictldir i ok=""
+  [ -n "$d" ] && [ -f "$d/containerd.pid" ] || { kf_log "restart: no node at ${d:-unset}"; return 1; }
+  bindir="$(cat "$d/bindir")"; crictldir="$(cat "$d/crictldir")"
+  pid="$(cat "$d/containerd.pid")"
+  _kf_kill_wait "$pid"
+  kill -0 "$pid" 2>/dev/null && { kf_log "restart: containerd $pid did not stop"; return 1; }
+  echo "--- kubefence node-env: restart $(date -u +%FT%TZ) ---" >>"$d/containerd.log"
+  "$bindir/containerd" --config "$d/config.toml" </dev/null >>"$d/containerd.log" 2>&1 &
+  echo $! >"$d/containerd.pid"
+  _kf_node_envfile "$d" >"$d/env"
+  for i in $(seq 1 100); do
+    kill -0 "$(cat "$d/containerd.pid")" 2>/dev/null || { kf_log "containerd exited during restart"; tail -40 "$d/containerd.log" >&2; return 1; }
+    if CRI_CONFIG_FILE="$d/crictl.yaml" "$crictldir/crictl" info -o go-template \
+         --template '{{range .status.conditions}}{{.type}}={{.status}} {{end}}' 2>/dev/null \
+       | grep -q 'RuntimeReady=true'; then ok=1; break; fi
+    sleep 0.2
+  done
+  [ -n "$ok" ] || { kf_log "CRI not ready in 20s after restart"; tail -40 "$d/containerd.log" >&2; return 1; }
+  [ -S "$d/run/nri.sock" ] || { kf_log "NRI socket missing after restart"; return 1; }
+  # shellcheck disable=SC1091
+  . "$d/env"
+  kf_log "containerd restarted: pid $(cat "$d/containerd.pid")"
+}
+
 # Kill one pid (a process this node started) and wait for it.
 _kf_kill_wait() {
   local pid="$1" i
@@ -312,11 +358,12 @@ _kf_node_main() {
       cat "$d/env"
       ;;
     down) kf_node_down "$@" ;;
+    restart) kf_node_restart "$@"; cat "$KUBEFENCE_NODE_DIR/env" ;;
     config)
       [ $# -eq 2 ] || kf_die "usage: $0 config VERSION DIR"
       kf_node_config "$@"; cat "$2/config.toml"
       ;;
-    *) echo "usage: $0 up [VERSION] | env [DIR] | down [DIR] | config VERSION DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 up [VERSION] | env [DIR] | down [DIR] | restart [DIR] | config VERSION DIR" >&2; exit 2 ;;
   esac
 }
 
