@@ -271,7 +271,12 @@ else
      && grep -q '"namespace": "kf-enforce"' "$work/decode.json"; then
     pass "2b kubefence-webhook decode shows the stored decision's claims (unverified, as documented)"
   else fail "2b decode: $(cat "$work/decode.json")"; fi
-  note "p1 nodeSelector after admission: $(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["spec"].get("nodeSelector"))') (RuntimeClass nono-runc scheduling wants nono.sh/node=ready)"
+  # The RuntimeClass admission plugin runs before the webhooks; it merges the
+  # class's scheduling into the pod only if it sees runtimeClassName.
+  sel="$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["spec"].get("nodeSelector")))')"
+  if [ "$sel" = '{"nono.sh/node": "ready"}' ]; then
+    pass "2e enforce: the webhook-set RuntimeClass's scheduling reached the pod: nodeSelector $sel"
+  else fail "2e enforce: RuntimeClass nono-runc scheduling not applied to the pod: nodeSelector $sel"; fi
 fi
 out="$(create kf-enforce "$(pod_json generateName:gen-)")"
 if [ -z "$out" ]; then fail "2c enforce generateName: not created: $(cat "$work/last.err")"
@@ -392,6 +397,7 @@ openssl x509 -req -in "$work/kubelet.csr" -CA "$p/ca.crt" -CAkey "$p/ca.key" -CA
 python3 "$here/cluster/fake-kubelet.py" --port "$kport" --cert "$work/kubelet.crt" --key "$work/kubelet.key" \
   --log "$work/kubelet-requests.jsonl" --ready "$work/kubelet.ready" 2>"$work/fake-kubelet.log" &
 kubelet_pid=$!
+: >"$work/kubelet-requests.jsonl"
 for i in $(seq 1 50); do [ -f "$work/kubelet.ready" ] && break; sleep 0.1; done
 cat >"$work/node.json" <<EOF
 {"apiVersion": "v1", "kind": "Node",
@@ -431,16 +437,30 @@ else fail "E1 exec deny: not refused by us: $(cat "$work/exec.err")"; fi
 # wrap mode
 stop_webhook
 start_webhook wrap
-want='["/nono/nono", "wrap", "--silent", "--profile", "/nono/profiles/default.json", "--", "id", "-u"]'
+# shared/src/wrap.rs: the one definition of the wrapped command line
+want='POST /exec/kf-enforce/x1/app ["/nono/nono", "wrap", "--silent", "--profile", "/nono/profiles/default.json", "--allow", "/nono/.kubefence-absent", "--env-credential", "", "--log-file", "/dev/null", "--", "id", "-u"]'
 if exec_try kf-enforce x1; then
   fwd="$(last_cmd)"
   note "wrap mode: apiserver forwarded: $fwd"
-  case "$fwd" in
-    "POST /exec/kf-enforce/x1/app "*'"/nono/nono", "wrap"'*'"--", "id", "-u"]') pass "E2 exec, mode wrap: the apiserver honoured the webhook's patch of PodExecOptions.command: $fwd" ;;
-    *) fail "E2 exec, mode wrap: forwarded command is not wrapped: $fwd" ;;
-  esac
+  note "raw query: $(tail -1 "$work/kubelet-requests.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["raw_query"])')"
+  if [ "$fwd" = "$want" ]; then
+    pass "E2 exec, mode wrap: the apiserver forwarded the webhook-patched PodExecOptions.command to the kubelet: $fwd"
+  else
+    fail "E2 exec, mode wrap: forwarded command is not the wrapped one: $fwd (want $want)"
+  fi
 else
   fail "E2 exec, mode wrap: never reached the kubelet; kubectl: $(cat "$work/exec.err")"
+fi
+# a command the user already wrapped with another profile is refused in wrap mode too
+: >"$work/exec.err"
+before="$(wc -l <"$work/kubelet-requests.jsonl")"
+timeout 30 kubectl --request-timeout=20s exec -n kf-enforce x1 -c app -- /nono/nono wrap --silent --profile /nono/profiles/strict.json -- id >/dev/null 2>"$work/exec.err"
+fwd="$(last_cmd)"
+if [ "$(wc -l <"$work/kubelet-requests.jsonl")" -gt "$before" ] && ! printf '%s' "$fwd" | grep -q '"/nono/profiles/default.json"'; then
+  fail "E3 exec wrap mode, user-typed nono with another profile reached the kubelet unwrapped: $fwd"
+else
+  note "E3 user-typed /nono/nono wrap --profile strict: kubectl: $(cut -c1-200 "$work/exec.err"); kubelet saw: $( [ "$(wc -l <"$work/kubelet-requests.jsonl")" -gt "$before" ] && echo "$fwd" || echo nothing)"
+  pass "E3 exec wrap mode, user-typed nono wrap with another profile does not reach the kubelet as typed"
 fi
 cp "$work/kubelet-requests.jsonl" "${KUBEFENCE_EXEC_EVIDENCE:-/dev/null}" 2>/dev/null || true
 grep '"event":"exec"\|"event": "exec"' "$work/webhook-audit.jsonl" | tail -3 | sed 's/^/     audit: /' | cut -c1-400

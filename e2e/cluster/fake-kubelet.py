@@ -33,8 +33,12 @@ def main():
             rec = {
                 "method": self.command,
                 "path": u.path,
+                "raw_query": u.query,
                 "query": urllib.parse.parse_qsl(u.query, keep_blank_values=True),
-                "command": [v for k, v in urllib.parse.parse_qsl(u.query) if k == "command"],
+                # keep_blank_values: an empty argv element (command=) is an
+                # argument like any other
+                "command": [v for k, v in urllib.parse.parse_qsl(u.query, keep_blank_values=True)
+                            if k == "command"],
                 "headers": {k: v for k, v in self.headers.items()
                             if k.lower() in ("upgrade", "connection", "x-stream-protocol-version",
                                              "user-agent")},
