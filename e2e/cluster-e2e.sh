@@ -451,6 +451,12 @@ if exec_try kf-enforce x1; then
 else
   fail "E2 exec, mode wrap: never reached the kubelet; kubectl: $(cat "$work/exec.err")"
 fi
+# the same through kubectl's SPDY path (client -> apiserver SPDY instead of WebSocket)
+before="$(wc -l <"$work/kubelet-requests.jsonl")"
+KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false timeout 30 kubectl --request-timeout=20s exec -n kf-enforce x1 -c app -- id -u >/dev/null 2>"$work/exec.err"
+if [ "$(wc -l <"$work/kubelet-requests.jsonl")" -gt "$before" ] && [ "$(last_cmd)" = "$want" ]; then
+  pass "E2b exec, mode wrap, kubectl over SPDY (KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false): forwarded wrapped too"
+else fail "E2b exec over SPDY: forwarded: $(last_cmd); kubectl: $(cat "$work/exec.err")"; fi
 # a command the user already wrapped with another profile is refused in wrap mode too
 : >"$work/exec.err"
 before="$(wc -l <"$work/kubelet-requests.jsonl")"

@@ -39,9 +39,9 @@ def main():
                 # argument like any other
                 "command": [v for k, v in urllib.parse.parse_qsl(u.query, keep_blank_values=True)
                             if k == "command"],
-                "headers": {k: v for k, v in self.headers.items()
-                            if k.lower() in ("upgrade", "connection", "x-stream-protocol-version",
-                                             "user-agent")},
+                "headers": {k: ", ".join(self.headers.get_all(k))
+                            for k in ("Upgrade", "Connection", "X-Stream-Protocol-Version", "User-Agent")
+                            if self.headers.get(k) is not None},
             }
             with open(a.log, "a") as f:
                 f.write(json.dumps(rec) + "\n")
