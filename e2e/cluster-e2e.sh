@@ -33,8 +33,12 @@ fail() { failed=$((failed + 1)); echo "FAIL $*"; }
 note() { echo "     $*"; }
 
 work="$(mktemp -d "${KUBEFENCE_TMPDIR:-/tmp}/kubefence-cluster-e2e.XXXXXX")"
-webhook_pid="" kubelet_pid=""
+webhook_pid="" kubelet_pid="" summary_done=""
 cleanup() {
+  if [ -z "$summary_done" ]; then
+    echo "FAIL aborted before the end (see stderr)"
+    echo "$passed passed, $((failed + 1)) failed"
+  fi
   if [ -n "${KEEP:-}" ]; then
     kf_log "KEEP=1: left up. export KUBECONFIG=${KUBECONFIG:-}; work dir $work; webhook pid ${webhook_pid:-none}, fake kubelet pid ${kubelet_pid:-none}"
     kf_log "stop with: kill ${webhook_pid:-} ${kubelet_pid:-}; scripts/cluster-env.sh down ${KUBEFENCE_CLUSTER_DIR:-}; rm -rf $work"
@@ -228,7 +232,7 @@ PY
 create() { printf '%s' "$2" | k create -n "$1" -o json -f - 2>"$work/last.err"; }
 
 verify_enforced() { # verify_enforced NS STORED_JSON EXPECT_POD_CLAIM_JSON -> "" or reason
-  python3 - "$1" "$2" "$3" "$gen/decision-public.pem" "$here/cluster/verify-decision.py" <<'PY'
+  python3 - "$1" "$2" "$3" "$work/cluster-decision-public.pem" "$here/cluster/verify-decision.py" <<'PY'
 import json, subprocess, sys
 ns, stored, want_pod, pub, verifier = sys.argv[1:]
 p = json.loads(stored)
@@ -260,11 +264,16 @@ PY
 }
 
 # ------------------------------------------------------------- check 2
+# Decisions are verified with the public key as the nodes get it: from the
+# applied ConfigMap kubefence-decision-keys.
+k get configmap -n kubefence-system kubefence-decision-keys -o jsonpath='{.data.decision-public\.pem}' \
+  >"$work/cluster-decision-public.pem" 2>/dev/null
+[ -s "$work/cluster-decision-public.pem" ] || fail "2 no decision-public.pem in ConfigMap kubefence-system/kubefence-decision-keys"
 out="$(create kf-enforce "$(pod_json p1)")"
 if [ -z "$out" ]; then fail "2a enforce: pod p1 not created: $(cat "$work/last.err")"
 else
   r="$(verify_enforced kf-enforce "$out" '{"name": "p1"}')"
-  if [ -z "$r" ]; then pass "2a enforce: p1 stored with runtimeClassName nono-runc, required-plugins [\"kubefence\"], decision verifies (Ed25519, kid, claims ns/pod/handler/profile)"
+  if [ -z "$r" ]; then pass "2a enforce: p1 stored with runtimeClassName nono-runc, required-plugins [\"kubefence\"], decision verifies with the ConfigMap kubefence-decision-keys public key (Ed25519, kid, claims ns/pod/handler/profile)"
   else fail "2a enforce: p1: $r"; fi
   tok="$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["annotations"]["nono.sh/decision"])')"
   if "$bin" decode "$tok" >"$work/decode.json" 2>&1 && grep -q '"verified": false' "$work/decode.json" \
@@ -485,5 +494,6 @@ out="$(create kubefence-system "$(pod_json down3)")"
 if [ -n "$out" ]; then pass "6c webhook down: kubefence-system is not routed to the webhook (no bootstrap deadlock)"
 else fail "6c webhook down: kubefence-system pod refused: $(cat "$work/last.err")"; fi
 
+summary_done=1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
