@@ -29,7 +29,6 @@ repo="$(cd "$here/.." && pwd)"
 passed=0 failed=0
 pass() { passed=$((passed + 1)); echo "PASS $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL $*"; }
-# check NAME: pass if the previous command set ok=1
 note() { echo "     $*"; }
 
 work="$(mktemp -d "${KUBEFENCE_TMPDIR:-/tmp}/kubefence-cluster-e2e.XXXXXX")"
@@ -133,7 +132,7 @@ PY
 else
   fail "1 manifests: kustomize/apply failed: $(cat "$work/kustomize.err" "$work/apply.out" 2>/dev/null | tail -5)"
 fi
-cat "$work/apply.out" | sed 's/^/     /'
+sed "s/^/     /" "$work/apply.out"
 
 # ------------------------------------------------------------- the webhook
 # The shipped config with paths moved to the temp dir.
@@ -407,7 +406,7 @@ python3 "$here/cluster/fake-kubelet.py" --port "$kport" --cert "$work/kubelet.cr
   --log "$work/kubelet-requests.jsonl" --ready "$work/kubelet.ready" 2>"$work/fake-kubelet.log" &
 kubelet_pid=$!
 : >"$work/kubelet-requests.jsonl"
-for i in $(seq 1 50); do [ -f "$work/kubelet.ready" ] && break; sleep 0.1; done
+for _ in $(seq 1 50); do [ -f "$work/kubelet.ready" ] && break; sleep 0.1; done
 cat >"$work/node.json" <<EOF
 {"apiVersion": "v1", "kind": "Node",
  "metadata": {"name": "kf-fake-node", "labels": {"nono.sh/node": "ready"}},

@@ -256,7 +256,7 @@ scenario_1() { # admitted pods run wrapped: busybox sh, debian python3, strict
   admit s1-busybox team-a generateName=web- '{}' "app|$BUSYBOX|sh|$W/probe.sh" \
     || { fail "$tag: admission" "webhook"; return; }
   if new_pod "$tag" "$W/pods/s1-busybox.admitted.json" team-a; then
-    run_ctr s1-busybox-$v "$KF_POD_ID" "$KF_POD_CFG" "$W/pods/s1-busybox.admitted.json" app "$W/extra-token.json"
+    run_ctr "s1-busybox-$v" "$KF_POD_ID" "$KF_POD_CFG" "$W/pods/s1-busybox.admitted.json" app "$W/extra-token.json"
     if ! expect_wrapped "$tag" default sh && grep -q 'exec /nono/nono: no such file or directory' "$R_LOG"; then
       echo "    | diagnosis: /nono/nono is dynamically linked ($(file -b "$KF_HOST_DIR/nono" | grep -o 'interpreter [^,]*')); the busybox image has no glibc, so the wrapped exec fails (product bug: ship a static nono)"
     fi
@@ -267,7 +267,7 @@ scenario_1() { # admitted pods run wrapped: busybox sh, debian python3, strict
   admit s1-debian team-a generateName=api- '{}' "app|$DEBIAN|python3|$W/probe.py" \
     || { fail "$tag: admission" "webhook"; return; }
   if new_pod "$tag" "$W/pods/s1-debian.admitted.json" team-a; then
-    run_ctr s1-debian-$v "$KF_POD_ID" "$KF_POD_CFG" "$W/pods/s1-debian.admitted.json" app "$W/extra-token.json"
+    run_ctr "s1-debian-$v" "$KF_POD_ID" "$KF_POD_CFG" "$W/pods/s1-debian.admitted.json" app "$W/extra-token.json"
     expect_wrapped "$tag" default python3 || true
     cp "$R_LOG" "$W/specs/s1-default-$v.log"
     rm_pod "$KF_POD_ID"
@@ -277,7 +277,7 @@ scenario_1() { # admitted pods run wrapped: busybox sh, debian python3, strict
   admit s1-strict team-a name=strict-job '{"container.nono.sh/app": "strict"}' "app|$DEBIAN|python3|$W/probe.py" \
     || { fail "$tag: admission" "webhook"; return; }
   if new_pod "$tag" "$W/pods/s1-strict.admitted.json" team-a; then
-    run_ctr s1-strict-$v "$KF_POD_ID" "$KF_POD_CFG" "$W/pods/s1-strict.admitted.json" app "$W/extra-token.json"
+    run_ctr "s1-strict-$v" "$KF_POD_ID" "$KF_POD_CFG" "$W/pods/s1-strict.admitted.json" app "$W/extra-token.json"
     if expect_wrapped "$tag" strict python3; then
       local d="$W/specs/s1-default-$v.log" dp ds sp ss
       dp="$(kv "$d" proc-read)"; ds="$(kv "$d" socket)"; sp="$(kv "$R_LOG" proc-read)"; ss="$(kv "$R_LOG" socket)"
@@ -296,7 +296,7 @@ scenario_2() { # no decision annotation
   admit s2 team-a generateName=nodec- '{}' "app|$DEBIAN|sh|$W/true.sh" || { fail "$tag: admission" webhook; return; }
   kf_set_annotation "$W/pods/s2.admitted.json" nono.sh/decision --delete "$W/pods/s2.nodecision.json"
   new_pod "$tag" "$W/pods/s2.nodecision.json" team-a "" nono-runc || return
-  run_ctr s2-$v "$KF_POD_ID" "$KF_POD_CFG" "$W/pods/s2.nodecision.json" app
+  run_ctr "s2-$v" "$KF_POD_ID" "$KF_POD_CFG" "$W/pods/s2.nodecision.json" app
   expect_reject "$tag" missing-decision
   rm_pod "$KF_POD_ID"
 }
@@ -349,7 +349,7 @@ scenario_4_with_plugin() { # plain runc: untouched (first half, plugin running)
   [ "$h" = runc ] || { fail "$tag: webhook leaves a plain-namespace pod on runc" "handler $h"; return; }
   echo "{\"mounts\": [$TOKEN_MOUNT], \"envs\": [{\"key\": \"NONO_ALLOW\", \"value\": \"/\"}, {\"key\": \"KEEP_ME\", \"value\": \"1\"}]}" >"$W/extra-plain.json"
   new_pod "$tag" "$W/pods/s4.admitted.json" plain || return
-  S4_PODID="$KF_POD_ID"; S4_PODCFG="$KF_POD_CFG"; S4_PODNAME="$KF_POD_NAME"
+  S4_PODID="$KF_POD_ID"; S4_PODCFG="$KF_POD_CFG"
   run_ctr "s4a-$v" "$S4_PODID" "$S4_PODCFG" "$W/pods/s4.admitted.json" app "$W/extra-plain.json"
   cp "$R_SPEC" "$W/specs/s4-with-plugin-$v.json" 2>/dev/null || true
   local why
