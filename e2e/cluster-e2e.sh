@@ -179,8 +179,8 @@ start_webhook() { # start_webhook EXEC_MODE
     "$bin" serve --config "$work/webhook-$1.toml" \
     </dev/null >>"$work/webhook-audit.jsonl" 2>>"$work/webhook.log" &
   webhook_pid=$!
-  local i
-  for i in $(seq 1 150); do
+  local _
+  for _ in $(seq 1 150); do
     kill -0 "$webhook_pid" 2>/dev/null || { tail -20 "$work/webhook.log" >&2; kf_die "webhook exited"; }
     if curl -fsS --cacert "$gen/ca.crt" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
       kf_log "webhook up (exec mode $1, pid $webhook_pid, https://127.0.0.1:$port)"; return 0

@@ -134,7 +134,7 @@ EOF
 # kf_cluster_up [VERSION]: provisions what is missing, starts etcd and the
 # apiserver, waits for /readyz, and exports the env into the calling shell.
 kf_cluster_up() {
-  local ver="${1:-${KUBE_VERSION:-v1.33.13}}" bindir d i ok="" etcd_port peer_port api_port cidr svc_ip
+  local ver="${1:-${KUBE_VERSION:-v1.33.13}}" bindir d _ ok="" etcd_port peer_port api_port cidr svc_ip
   case "$ver" in v*) ;; *) ver="v$ver" ;; esac
   bindir="$("$_kf_cluster_here/provision-apiserver.sh" "$ver")" || return 1
   command -v openssl >/dev/null || kf_apt_install openssl
@@ -159,7 +159,7 @@ kf_cluster_up() {
     --log-level warn \
     </dev/null >"$d/etcd.log" 2>&1 &
   echo $! >"$d/etcd.pid"
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     if ! kill -0 "$(cat "$d/etcd.pid")" 2>/dev/null; then
       kf_log "etcd exited during start-up; log:"; tail -30 "$d/etcd.log" >&2
       echo 0 >"$d/apiserver.pid"; kf_cluster_down "$d"; return 1
@@ -193,7 +193,7 @@ kf_cluster_up() {
   _kf_cluster_envfile "$d" >"$d/env"
 
   ok=""
-  for i in $(seq 1 300); do
+  for _ in $(seq 1 300); do
     if ! kill -0 "$(cat "$d/apiserver.pid")" 2>/dev/null; then
       kf_log "kube-apiserver exited during start-up; log:"; tail -40 "$d/apiserver.log" >&2
       kf_cluster_down "$d"; return 1
@@ -210,12 +210,12 @@ kf_cluster_up() {
 
 # Kill one pid (a process this cluster started) and wait for it.
 _kf_cluster_kill_wait() {
-  local pid="$1" i
+  local pid="$1" _
   [ -n "$pid" ] && [ "$pid" != 0 ] || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
   kill -KILL "$pid" 2>/dev/null || true
-  for i in $(seq 1 25); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  for _ in $(seq 1 25); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
 }
 
 # kf_cluster_down [DIR]: stops the apiserver, then etcd, removes DIR.
