@@ -127,16 +127,22 @@ impl Signer {
         self.key.verifying_key()
     }
 
-    /// The private key as PKCS#8 PEM, for the webhook's Secret.
+    /// The private key as PKCS#8 v1 PEM (RFC 8410, the form `openssl
+    /// genpkey -algorithm ed25519` writes), for the webhook's Secret. v2 with
+    /// the embedded public key is what dalek writes by default, and OpenSSL
+    /// 3.0 refuses it.
     pub fn private_pem(&self) -> Result<String, KeyError> {
-        self.key
-            .to_pkcs8_pem(Default::default())
-            .map(|z| z.to_string())
-            .map_err(|e| KeyError::Parse {
-                path: PathBuf::new(),
-                kind: "private",
-                detail: e.to_string(),
-            })
+        ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(Default::default())
+        .map(|z| z.to_string())
+        .map_err(|e| KeyError::Parse {
+            path: PathBuf::new(),
+            kind: "private",
+            detail: e.to_string(),
+        })
     }
 
     /// The public key as SPKI PEM, for the nodes.
@@ -826,11 +832,39 @@ mod tests {
     }
 
     #[test]
+    fn openssl_keys_load() {
+        // `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout`.
+        let private = "-----BEGIN PRIVATE KEY-----\n\
+            MC4CAQAwBQYDK2VwBCIEIF8KR3D5e6iTShv87LugT8sR/7wtvvlTI+WsQyLYNPkq\n\
+            -----END PRIVATE KEY-----\n";
+        let public = "-----BEGIN PUBLIC KEY-----\n\
+            MCowBQYDK2VwAyEAT9oznGBNWNmwtmj0Pyzq/yr+/kw6bW++z5RJykVCOmk=\n\
+            -----END PUBLIC KEY-----\n";
+        let s = Signer::from_pem(private, Path::new("openssl")).unwrap();
+        assert_eq!(s.public_pem().unwrap(), public);
+        assert_eq!(s.private_pem().unwrap(), private);
+        let mut t = TrustSet::new();
+        t.add_pem(public, Path::new("openssl")).unwrap();
+        assert!(t.verify(&s.sign(&claims()), &view(), &NOW).is_ok());
+    }
+
+    #[test]
     fn pem_round_trip_and_trust_dir() {
         let s = signer(7);
         let private = s.private_pem().unwrap();
         let again = Signer::from_pem(&private, Path::new("mem")).unwrap();
         assert_eq!(again.kid(), s.kid());
+        // PKCS#8 v1: version 0 and no public key, 48 bytes of DER.
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(
+                private
+                    .lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect::<String>(),
+            )
+            .unwrap();
+        assert_eq!(der.len(), 48, "{private}");
+        assert_eq!(&der[..5], &[0x30, 0x2e, 0x02, 0x01, 0x00]);
 
         let dir = std::env::temp_dir().join(format!("kf-keys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
