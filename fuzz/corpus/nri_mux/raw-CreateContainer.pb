@@ -1,0 +1,7 @@
+
+Ú
+
+pod-team-aweb-0uid-1"team-a2ª
+nono.sh/decision•eyJhbGciOiJFZERTQSIsImtpZCI6Ii0tNklNNWwwT29zTGo5eVdza0lTWWhVQTNuXzNDVVJRa21yWU1TaGFfY2siLCJ0eXAiOiJrdWJlZmVuY2UtZGVjaXNpb24randzIn0.eyJ2ZXIiOjEsIm5hbWVzcGFjZSI6InRlYW0tYSIsInBvZCI6eyJuYW1lIjoid2ViLTAifSwiaGFuZGxlciI6Im5vbm8tcnVuYyIsInByb2ZpbGUiOiJkZWZhdWx0IiwiY29udGFpbmVycyI6eyJhcHAiOiJ3ZWIifSwiaWF0IjoxNzgwMDAwMDAwfQ.aSIWDR9RDPEZhoyGTLeZOFHd73T4isSKNldnyktZURTbnctYRXDNJ0cgeLQxUglKXGPCRKcZdr_EtL52w_foAA:	nono-runcU
+pod-team-a-app
+pod-team-aapp:/usr/bin/web:--port=8080B	PATH=/binBNONO_ALLOW=/
