@@ -107,7 +107,7 @@ mod tests {
         let wrap = Wrap {
             args: layout.wrap_args(&profile, &["x".into()]),
             mount: layout.mount(),
-            env: vec![],
+            blank_env: vec![],
             profile,
             key_id: None,
             confined: Some(("missing-decision", "no annotation".into())),

@@ -115,8 +115,9 @@ pub struct Wrap {
     /// The container's new argv.
     pub args: Vec<String>,
     pub mount: MountSpec,
-    /// NRI env adjustments (`-KEY` removes).
-    pub env: Vec<String>,
+    /// Environment variables set to the empty string (see
+    /// [`nono::env_to_blank`]).
+    pub blank_env: Vec<String>,
     /// The key that signed the decision, when one verified.
     pub key_id: Option<KeyId>,
     /// Set in confine mode: why the strictest profile was used.
@@ -213,7 +214,7 @@ impl Policy {
         Decision::Adjust(Wrap {
             args: layout.wrap_args(&profile, container.args),
             mount: layout.mount(),
-            env: nono::env_removals(container.env),
+            blank_env: nono::env_to_blank(container.env),
             profile,
             key_id,
             confined: problem.map(|p| (p.reason(), p.explain(&self.catalog))),
@@ -403,7 +404,7 @@ mod tests {
             ])
         );
         assert_eq!(w.mount, pol.settings.layout.mount());
-        assert_eq!(w.env, s(&["-NONO_ALLOW"]));
+        assert_eq!(w.blank_env, s(&["NONO_ALLOW"]));
         assert_eq!(w.key_id.as_ref(), Some(signer.kid()));
         assert_eq!(w.confined, None);
         // A container the decision does not list gets the pod-wide profile.
@@ -591,7 +592,7 @@ mod tests {
             assert_eq!(&w.args[12..], s(ARGS).as_slice());
             assert_eq!(w.confined.as_ref().map(|c| c.0), Some(reason));
             assert_eq!(w.key_id, kid);
-            assert_eq!(w.env, s(&["-NONO_ALLOW"]));
+            assert_eq!(w.blank_env, s(&["NONO_ALLOW"]));
         }
         // A valid decision is not confined.
         let a = annotations(Some(signer.sign(&claims())));

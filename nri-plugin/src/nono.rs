@@ -137,14 +137,21 @@ pub fn env_key(entry: &str) -> &str {
     entry.split_once('=').map_or(entry, |(k, _)| k)
 }
 
-/// The NRI env adjustments that remove every sandbox input from `env`:
-/// one `-KEY` per distinct key, in first-seen order.
-pub fn env_removals(env: &[String]) -> Vec<String> {
+/// The sandbox inputs present in `env`, each distinct key once, in
+/// first-seen order: the plugin sets each of them to the empty string.
+///
+/// Not removed: NRI's `-KEY` removal only edits what later plugins see; the
+/// runtime never receives it (containerd/nri v0.11 and v0.12
+/// `adaptation/result.go` `adjustEnv` drops the markers), so the workload's
+/// value would reach nono. An empty value does reach it: the flags nono is
+/// given win over `NONO_ALLOW` and the like, and an empty
+/// `NONO_TOOL_SANDBOX_LAUNCH_SPEC` makes nono fail to start (fail closed)
+/// instead of loading a workload-chosen spec.
+pub fn env_to_blank(env: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for key in env.iter().map(|e| env_key(e)).filter(|k| is_sandbox_env(k)) {
-        let removal = format!("-{key}");
-        if !out.contains(&removal) {
-            out.push(removal);
+        if !out.iter().any(|k| k == key) {
+            out.push(key.to_owned());
         }
     }
     out
@@ -214,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn env_removals_strip_every_nono_variable_once() {
+    fn every_nono_variable_is_blanked_once() {
         let env = s(&[
             "PATH=/usr/bin",
             "NONO_ALLOW=/",
@@ -226,10 +233,10 @@ mod tests {
             "nono_allow=/",
         ]);
         assert_eq!(
-            env_removals(&env),
-            s(&["-NONO_ALLOW", "-NONO_PROFILE", "-NONO_FLAG"])
+            env_to_blank(&env),
+            s(&["NONO_ALLOW", "NONO_PROFILE", "NONO_FLAG"])
         );
-        assert!(env_removals(&s(&["PATH=/bin"])).is_empty());
+        assert!(env_to_blank(&s(&["PATH=/bin"])).is_empty());
     }
 
     #[test]

@@ -104,12 +104,12 @@ pub fn container_view(c: &api::Container) -> ContainerView<'_> {
     }
 }
 
-/// The NRI adjustment of a wrap: args, the nono mount, env removals.
+/// The NRI adjustment of a wrap: args, the nono mount, blanked sandbox env.
 pub fn to_adjustment(w: &Wrap) -> api::ContainerAdjustment {
     let mut adj = api::ContainerAdjustment::new();
     adj.args = w.args.clone();
     adj.mounts.push(to_mount(&w.mount));
-    for key in &w.env {
+    for key in &w.blank_env {
         let mut kv = api::KeyValue::new();
         kv.key = key.clone();
         adj.env.push(kv);
@@ -542,14 +542,14 @@ mod tests {
     }
 
     #[test]
-    fn adjustment_carries_args_mount_and_env_removals() {
+    fn adjustment_carries_args_mount_and_blanked_env() {
         let pol = policy();
         let layout = &pol.settings.layout;
         let profile = ProfileName::parse("strict").unwrap();
         let w = Wrap {
             args: layout.wrap_args(&profile, &["/app".into()]),
             mount: layout.mount(),
-            env: vec!["-NONO_ALLOW".into(), "-NONO_X".into()],
+            blank_env: vec!["NONO_ALLOW".into(), "NONO_X".into()],
             profile,
             key_id: None,
             confined: None,
@@ -563,7 +563,7 @@ mod tests {
             .iter()
             .map(|kv| (kv.key.as_str(), kv.value.as_str()))
             .collect();
-        assert_eq!(env, [("-NONO_ALLOW", ""), ("-NONO_X", "")]);
+        assert_eq!(env, [("NONO_ALLOW", ""), ("NONO_X", "")]);
         assert!(adj.annotations.is_empty());
     }
 }

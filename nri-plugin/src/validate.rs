@@ -71,19 +71,19 @@ pub fn validate(
             )
         }
     }
-    for (key, _) in &adjust.env {
-        if !key.starts_with('-') && nono::is_sandbox_env(key) {
+    for (key, value) in &adjust.env {
+        if nono::is_sandbox_env(key) && !value.is_empty() {
             return refuse(
                 "sandbox-env-added",
                 format!("an NRI plugin sets {key}, which nono reads"),
             );
         }
     }
-    for removal in &wrap.env {
-        if !adjust.env.iter().any(|(k, _)| k == removal) {
+    for blank in &wrap.blank_env {
+        if !adjust.env.iter().any(|(k, v)| k == blank && v.is_empty()) {
             return refuse(
                 "sandbox-env-kept",
-                format!("{} is no longer removed", &removal[1..]),
+                format!("{blank} from the workload is no longer blanked"),
             );
         }
     }
@@ -197,7 +197,7 @@ mod tests {
         let wrapped = layout.wrap_args(&p("strict"), &original);
         let good = FinalAdjustment {
             args: &wrapped,
-            env: vec![("-NONO_ALLOW", "")],
+            env: vec![("NONO_ALLOW", "")],
             mounts: vec![layout.mount()],
             args_owner: Some(OWNER),
         };
@@ -225,6 +225,10 @@ mod tests {
         let mut bad = good.clone();
         bad.env.clear();
         assert_eq!(check(&bad), Err("sandbox-env-kept"));
+        // A later plugin restoring the workload's value.
+        let mut bad = good.clone();
+        bad.env = vec![("NONO_ALLOW", "/")];
+        assert_eq!(check(&bad), Err("sandbox-env-added"));
 
         let mut bad = good.clone();
         bad.mounts.push(MountSpec {

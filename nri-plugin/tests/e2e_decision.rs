@@ -52,8 +52,11 @@ fn signed_decision_wraps_and_the_same_decision_elsewhere_is_refused() {
     );
     assert_eq!(adj.mounts[0].destination, "/nono");
     assert_eq!(
-        adj.env.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(),
-        ["-NONO_ALLOW"]
+        adj.env
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+            .collect::<Vec<_>>(),
+        [("NONO_ALLOW", "")]
     );
 
     // The validator accepts exactly this adjustment owned by us.

@@ -135,7 +135,8 @@ async fn create_container_wraps_rejects_and_skips() {
     assert_eq!(adj.mounts[0].type_, "bind");
     assert_eq!(adj.mounts[0].options, ["bind", "ro", "nosuid", "nodev"]);
     assert_eq!(adj.env.len(), 1);
-    assert_eq!(adj.env[0].key, "-NONO_ALLOW");
+    assert_eq!(adj.env[0].key, "NONO_ALLOW");
+    assert_eq!(adj.env[0].value, "");
 
     // The same decision presented by a pod of another namespace.
     let p = pod("team-b", "nono-runc", Some(decision(&signer, "team-a")));
