@@ -31,8 +31,12 @@ echo "provision-nono: building nono-cli $NONO_VERSION statically (about 15 minut
 # --target keeps +crt-static away from build scripts and proc macros.
 export RUSTFLAGS="-C target-feature=+crt-static"
 export CARGO_TARGET_DIR="$CACHE/nono-build"
+# --locked first; nono's lock file names crate versions the registry may no
+# longer serve (webpki-roots 1.0.11 is absent here), then the resolver's.
 cargo install --locked nono-cli --version "$NONO_VERSION" --no-default-features \
-  --target "$target" --root "$root.tmp" >&2
+  --target "$target" --root "$root.tmp" >&2 \
+  || cargo install nono-cli --version "$NONO_VERSION" --no-default-features \
+    --target "$target" --root "$root.tmp" >&2
 rm -rf "$CACHE/nono-build"
 if ! is_static "$root.tmp/bin/nono"; then
   echo "provision-nono: the build is not static" >&2
