@@ -55,7 +55,7 @@ k() { kubectl --request-timeout=20s "$@"; }
 # ---------------------------------------------------------------- build, up
 kf_log "building kubefence-webhook (cargo build -p kubefence-webhook)"
 ( cd "$repo" && nice -n 10 cargo build -q -p kubefence-webhook ) || kf_die "cargo build failed"
-bin="$repo/target/debug/kubefence-webhook"
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug/kubefence-webhook"
 [ -x "$bin" ] || kf_die "no $bin"
 
 kf_cluster_up "${KUBE_VERSION:-v1.33.13}" || kf_die "cluster did not come up"

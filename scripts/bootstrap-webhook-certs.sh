@@ -33,7 +33,7 @@ if [ ! -s "$out/decision-signing.pem" ]; then
   bin="${KUBEFENCE_WEBHOOK_BIN:-}"
   if [ -z "$bin" ]; then
     cargo build -q -p kubefence-webhook --manifest-path "$here/Cargo.toml"
-    bin="$here/target/debug/kubefence-webhook"
+    bin="${CARGO_TARGET_DIR:-$here/target}/debug/kubefence-webhook"
   fi
   "$bin" keygen --out "$out" >&2
 fi

@@ -26,8 +26,8 @@ kf_build() {
   local log="$KF_WORK/cargo-build.log"
   (cd "$KF_ROOT" && cargo build -p kubefence-webhook -p kubefence-nri) >"$log" 2>&1 \
     || { tail -30 "$log" >&2; kf_log "cargo build failed"; return 1; }
-  KF_WEBHOOK="$KF_ROOT/target/debug/kubefence-webhook"
-  KF_NRI="$KF_ROOT/target/debug/kubefence-nri"
+  KF_WEBHOOK="${CARGO_TARGET_DIR:-$KF_ROOT/target}/debug/kubefence-webhook"
+  KF_NRI="${CARGO_TARGET_DIR:-$KF_ROOT/target}/debug/kubefence-nri"
 }
 
 # kf_host_dir_install: nono (scripts/provision-nono.sh) and profiles/ staged
