@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # kubefence demo: one command, on a fresh machine of this project's kind.
 #
-#   scripts/demo.sh
+#   scripts/demo.sh         the whole chain through a real kube-apiserver:
+#                           runs scripts/chain.sh (see there)
+#   scripts/demo.sh --dev   the earlier flow, without an apiserver (below)
 #
-# Provisions what is missing (containerd v2.4.2, crictl + runc, the test
+# --dev: provisions what is missing (containerd v2.4.2, crictl + runc, the test
 # images, nono: cached under /var/cache/kubefence), builds the webhook and
 # the NRI plugin, then, under temp dirs it removes at the end:
 #   1. starts the webhook in dev mode (self-signed TLS, generated signing key),
@@ -17,6 +19,11 @@
 # Exits non-zero if any step does not show what it should.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+case "${1:-}" in
+  --dev) shift ;;
+  "") exec "$here/chain.sh" ;;
+  *) echo "usage: $0 [--dev]" >&2; exit 2 ;;
+esac
 # shellcheck source=node-env.sh
 . "$here/node-env.sh"
 # shellcheck source=../e2e/lib/kubefence.sh

@@ -8,7 +8,12 @@
                                                      characters of the apiserver alphabet
   kf.py sandbox POD.json NAME NS UID LOGDIR CGROUP -> crictl pod sandbox config
   kf.py container POD.json CTRNAME [EXTRA.json]   -> crictl container config for that container
+                                                     (init, regular or ephemeral)
                                                      (EXTRA: {"mounts": [...], "envs": [...]})
+  kf.py from-pod POD.json HANDLER OUTDIR LOGROOT CGROUP [EXTRA.json]
+                                                  -> the stored pod translated as the kubelet does:
+                                                     OUTDIR/sandbox.json, container-<name>.json
+                                                     (see cmd_from_pod)
   kf.py handler POD.json CLASSMAP                 -> runtime handler ("nono=nono-runc,...";
                                                      no runtimeClassName -> runc)
   kf.py annotation POD.json KEY                  -> one annotation's value
@@ -152,9 +157,12 @@ def final_name(pod):
 
 
 def cmd_sandbox(pod_path, name, ns, uid, logdir, cgroup):
-    pod = load(pod_path)
+    out(sandbox_config(load(pod_path), name, ns, uid, logdir, cgroup))
+
+
+def sandbox_config(pod, name, ns, uid, logdir, cgroup):
     ann = pod.get("metadata", {}).get("annotations") or {}
-    out({
+    return {
         "metadata": {"name": name, "namespace": ns, "uid": uid, "attempt": 1},
         "annotations": ann,
         "labels": pod.get("metadata", {}).get("labels") or {},
@@ -164,14 +172,19 @@ def cmd_sandbox(pod_path, name, ns, uid, logdir, cgroup):
             # like the kubelet: node network (no CNI here), own PID namespace
             "security_context": {"namespace_options": {"network": 2, "pid": 1}},
         },
-    })
+    }
 
 
 def cmd_container(pod_path, cname, extra_path=None):
-    pod = load(pod_path)
+    out(container_config(load(pod_path), cname, load(extra_path) if extra_path else None))
+
+
+def container_config(pod, cname, extra=None):
     spec = pod["spec"]
     ctr = None
-    for c in spec.get("initContainers", []) + spec.get("containers", []):
+    # ephemeralContainers: kubectl debug's, which the kubelet creates in the
+    # running sandbox like any other container
+    for c in spec.get("initContainers", []) + spec.get("containers", []) + spec.get("ephemeralContainers", []):
         if c["name"] == cname:
             ctr = c
     if ctr is None:
@@ -190,8 +203,7 @@ def cmd_container(pod_path, cname, extra_path=None):
     if ctr.get("args"):
         cfg["args"] = ctr["args"]
     envs = [{"key": e["name"], "value": e.get("value", "")} for e in ctr.get("env", [])]
-    if extra_path:
-        extra = load(extra_path)
+    if extra:
         envs += extra.get("envs", [])
         if "mounts" in extra:
             cfg["mounts"] = extra["mounts"]
@@ -199,7 +211,65 @@ def cmd_container(pod_path, cname, extra_path=None):
             cfg["metadata"]["attempt"] = extra["attempt"]
     if envs:
         cfg["envs"] = envs
-    out(cfg)
+    return cfg
+
+
+def cmd_from_pod(pod_path, handler, outdir, logroot, cgroup, extra_path=None):
+    """The STORED pod (kubectl get -o json) as the kubelet turns it into CRI
+    requests (pkg/kubelet/kuberuntime: generatePodSandboxConfig,
+    generateContainerConfig): sandbox metadata from the object's namespace,
+    name and uid (attempt 0), its labels plus the io.kubernetes.pod.* labels,
+    its annotations as they are, log directory
+    <ns>_<name>_<uid>, the pod-level PID namespace mode from the spec
+    (hostPID -> NODE, shareProcessNamespace -> POD, else CONTAINER), node
+    network (there is no CNI here); per container: image, command, args,
+    workingDir, literal env, log path <name>/0.log, the EXTRA mounts (the fake
+    service-account token). HANDLER is the RuntimeClass's handler, which the
+    kubelet looks up from the RuntimeClass object. Writes OUTDIR/sandbox.json,
+    OUTDIR/container-<name>.json and OUTDIR/runtime-handler; prints one line
+    per file."""
+    import os
+    pod = load(pod_path)
+    meta, spec = pod["metadata"], pod["spec"]
+    for f in ("namespace", "name", "uid"):
+        if not meta.get(f):
+            raise SystemExit("from-pod: the pod has no metadata.%s: give the stored object (kubectl get -o json)" % f)
+    ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    extra = load(extra_path) if extra_path else None
+    pid = 2 if spec.get("hostPID") else (0 if spec.get("shareProcessNamespace") else 1)
+    nsopts = {"network": 2, "pid": pid}
+    kube_labels = {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": ns,
+                   "io.kubernetes.pod.uid": uid}
+    sb = sandbox_config(pod, name, ns, uid, os.path.join(logroot, "%s_%s_%s" % (ns, name, uid)), cgroup)
+    sb["metadata"]["attempt"] = 0
+    # no sb["hostname"]: the kubelet sets it only for pods with their own
+    # network (and so UTS) namespace; here every pod is on the node network
+    sb["labels"] = dict(sb["labels"], **kube_labels)
+    sb["linux"]["security_context"]["namespace_options"] = nsopts
+    files = []
+    def write(fname, obj):
+        path = os.path.join(outdir, fname)
+        with open(path, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write("\n")
+        files.append(path)
+    write("sandbox.json", sb)
+    for c in spec.get("containers", []):
+        for e in c.get("env", []):
+            if "valueFrom" in e:
+                raise SystemExit("from-pod: env %s of %s uses valueFrom (not translated)" % (e["name"], c["name"]))
+        cfg = container_config(pod, c["name"], extra)
+        cfg["log_path"] = "%s/0.log" % c["name"]
+        if c.get("workingDir"):
+            cfg["working_dir"] = c["workingDir"]
+        cfg["labels"] = dict(kube_labels, **{"io.kubernetes.container.name": c["name"]})
+        cfg["annotations"] = {"io.kubernetes.container.restartCount": "0"}
+        cfg["linux"]["security_context"]["namespace_options"] = nsopts
+        write("container-%s.json" % c["name"], cfg)
+    with open(os.path.join(outdir, "runtime-handler"), "w") as f:
+        f.write(handler + "\n")
+    for p in files:
+        print(p)
 
 
 def cmd_handler(pod_path, classmap):
@@ -372,6 +442,8 @@ def main(argv):
         cmd_sandbox(*args)
     elif cmd == "container":
         cmd_container(*args)
+    elif cmd == "from-pod":
+        cmd_from_pod(*args)
     elif cmd == "handler":
         cmd_handler(*args)
     elif cmd == "annotation":
