@@ -67,7 +67,6 @@ kf_log "server version: $(k version -o json 2>/dev/null | python3 -c 'import jso
 port="$(kf_free_port)"
 # e2e/lib/cluster.sh: manifests copy, bootstrap certs, a 127.0.0.1 serving cert, overlays/e2e (url clientConfig)
 kf_cl_manifests "$work" "$port" "$bin" || kf_die "preparing the manifests failed"
-gen="$KF_CL_GEN"
 
 # check 1: every manifest applies server-side (and is there afterwards)
 if kf_cl_apply; then
