@@ -37,6 +37,8 @@ _kf_cl_k() { kubectl --request-timeout=20s "$@"; }
 kf_cl_manifests() {
   KF_CL_WORK="$1" KF_CL_PORT="$2" KF_CL_BIN="$3"
   local w="$1" port="$2"
+  command -v kubectl >/dev/null || { kf_log "kubectl not found (this machine kind has it in /usr/bin)"; return 1; }
+  python3 -c 'import yaml' 2>/dev/null || kf_apt_install python3-yaml
   cp -r "$KF_CL_REPO/manifests" "$w/manifests" || return 1
   KF_CL_GEN="$w/manifests/overlays/self-signed/generated"
   rm -rf "$KF_CL_GEN"
