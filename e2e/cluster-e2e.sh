@@ -106,7 +106,7 @@ mkcfg() { kf_cl_webhook_config "$@"; } # mkcfg EXEC_MODE OUT [BREAK_GLASS_USERS_
 # apiserver signs it; no controller needed).
 kf_cl_webhook_kubeconfig || kf_die "no kubeconfig for the webhook ServiceAccount"
 
-start_webhook() { # start_webhook EXEC_MODE
+start_webhook() { # start_webhook EXEC_MODE [BREAK_GLASS_USERS_TOML [BREAK_GLASS_GROUPS_TOML]] [CONFIG_TAG]
   kf_cl_webhook_start "$@"; local rc=$?
   webhook_pid="$KF_CL_WEBHOOK_PID"
   [ "$rc" = 0 ] || kf_die "the webhook did not start"
@@ -397,6 +397,124 @@ else
 fi
 cp "$work/kubelet-requests.jsonl" "${KUBEFENCE_EXEC_EVIDENCE:-/dev/null}" 2>/dev/null || true
 grep '"event":"exec"\|"event": "exec"' "$work/webhook-audit.jsonl" | tail -3 | sed 's/^/     audit: /' | cut -c1-400
+
+# ------------------------------------------------------------- break-glass
+# deny mode (the shipped default) with one break-glass user and one
+# break-glass group; oncall, bob (group kf-sre) and mallory all get the same
+# RBAC (pods get, pods/exec create; get too: kubectl's WebSocket upgrade is a
+# GET, authorized as verb get), so only kubefence tells them apart.
+stop_webhook
+start_webhook deny '["oncall"]' '["kf-sre"]' break-glass
+cat >"$work/rbac-exec.yaml" <<'EOF'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: e2e-pod-exec, namespace: kf-enforce}
+rules:
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["get"]
+  - apiGroups: [""]
+    resources: ["pods/exec"]
+    verbs: ["create", "get"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: e2e-pod-exec, namespace: kf-enforce}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: e2e-pod-exec}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: oncall}
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}
+  - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: kf-sre}
+EOF
+k apply -f "$work/rbac-exec.yaml" >/dev/null || fail "E4 rbac fixture"
+bg_cmd='["cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"]'
+exec_as() { # exec_as KUBECTL-IMPERSONATION-ARGS... -> 0 if the fake kubelet got a request
+  : >"$work/exec.err"
+  local before after
+  before="$(wc -l <"$work/kubelet-requests.jsonl")"
+  timeout 30 kubectl --request-timeout=20s "$@" exec -n kf-enforce x1 -c app -- \
+    cat /var/run/secrets/kubernetes.io/serviceaccount/token >/dev/null 2>"$work/exec.err"
+  after="$(wc -l <"$work/kubelet-requests.jsonl")"
+  [ "$after" -gt "$before" ]
+}
+bg_audit() { # bg_audit USER -> "" if the newest exec audit record for USER is the break-glass one, else why
+  python3 - "$work/webhook-audit.jsonl" "$1" "$bg_cmd" <<'PY'
+import json, sys
+path, user, cmd = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+recs = []
+for line in open(path):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if r.get("event") == "exec" and r.get("user") == user and json.dumps(cmd, separators=(",", ":")) in r.get("message", ""):
+        recs.append(r)
+if not recs:
+    print("no exec audit record for user %s naming the command %s" % (user, json.dumps(cmd))); sys.exit()
+r = recs[-1]
+errs = []
+want = {"reason": "exec-break-glass", "outcome": "admit", "namespace": "kf-enforce", "pod": "x1", "container": "app"}
+for k, v in want.items():
+    if r.get(k) != v:
+        errs.append("%s=%r, want %r" % (k, r.get(k), v))
+if "; command " + json.dumps(cmd, separators=(",", ":")) not in r.get("message", ""):
+    errs.append("message does not name the command %s" % json.dumps(cmd))
+if errs:
+    errs.append("record: " + json.dumps(r))
+print("; ".join(errs))
+PY
+}
+want_bg="POST /exec/kf-enforce/x1/app $bg_cmd"
+for who in "oncall:--as=oncall" "bob (group kf-sre):--as=bob --as-group=kf-sre"; do
+  label="${who%%:*}" user="${who%%[ :]*}"
+  # shellcheck disable=SC2086 # the impersonation flags are meant to split
+  if exec_as ${who#*:}; then
+    fwd="$(last_cmd)"
+    if [ "$fwd" = "$want_bg" ]; then
+      pass "E4a break-glass $label, mode deny: the apiserver forwarded the original command unchanged: $fwd"
+    else fail "E4a break-glass $label: forwarded $fwd, want $want_bg"; fi
+  else fail "E4a break-glass $label: never reached the kubelet; kubectl: $(cat "$work/exec.err")"; fi
+  # The warning as the client receives it: the Warning header of the exec
+  # response (curl, the same request as the user, SPDY upgrade). kubectl's
+  # streaming exec (WebSocket, or SPDY with KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false)
+  # is checked too, but only reported: kubectl does not print it here.
+  bg_warn='kubefence: break-glass exec: this process runs OUTSIDE the nono sandbox and is audited'
+  kubectl_saw=websocket
+  if ! grep -q "^Warning: $bg_warn" "$work/exec.err"; then
+    cp "$work/exec.err" "$work/exec-ws.err"
+    # shellcheck disable=SC2086
+    KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false exec_as ${who#*:} || true
+    kubectl_saw=spdy
+    grep -q "^Warning: $bg_warn" "$work/exec.err" || kubectl_saw=""
+    cat "$work/exec-ws.err" >>"$work/exec.err"
+  fi
+  server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+  imp="$(printf '%s' "${who#*:}" | sed 's/--as=/-H Impersonate-User:/; s/--as-group=/-H Impersonate-Group:/')"
+  : >"$work/exec-raw.headers"
+  # shellcheck disable=SC2086 # $imp: the impersonation headers, split on purpose
+  timeout 20 curl -sS -o /dev/null -D "$work/exec-raw.headers" --cacert "$KUBEFENCE_CLUSTER_PKI/ca.crt" \
+    --cert "$KUBEFENCE_CLUSTER_PKI/admin.crt" --key "$KUBEFENCE_CLUSTER_PKI/admin.key" $imp \
+    -X POST -H 'Connection: Upgrade' -H 'Upgrade: SPDY/3.1' -H 'X-Stream-Protocol-Version: v4.channel.k8s.io' \
+    "$server/api/v1/namespaces/kf-enforce/pods/x1/exec?command=cat&command=%2Fvar%2Frun%2Fsecrets%2Fkubernetes.io%2Fserviceaccount%2Ftoken&container=app&stdout=true" \
+    2>/dev/null || true
+  if grep -qiF "warning: 299 - \"$bg_warn\"" "$work/exec-raw.headers"; then
+    pass "E4b break-glass $label: the exec response carries the webhook's warning: $(grep -i '^warning:' "$work/exec-raw.headers" | tr -d '\r' | head -1)"
+  else
+    fail "E4b break-glass $label: no break-glass Warning header on the exec response: $(tr -d '\r' <"$work/exec-raw.headers" | tr '\n' ' ' | cut -c1-300)"
+  fi
+  if [ -n "$kubectl_saw" ]; then note "E4b kubectl ($kubectl_saw) printed: $(grep -m1 '^Warning: kubefence' "$work/exec.err")"
+  else note "E4b kubectl printed no warning (WebSocket nor SPDY; stderr: $(tr '\n' ' ' <"$work/exec.err" | cut -c1-160))"; fi
+  r="$(bg_audit "$user")"
+  if [ -z "$r" ]; then
+    pass "E4c break-glass $label: audit record event exec, reason exec-break-glass, user $user, pod kf-enforce/x1, container app, command $bg_cmd"
+    grep '"reason":"exec-break-glass"' "$work/webhook-audit.jsonl" | grep "\"user\":\"$user\"" | tail -1 | cut -c1-600 | sed 's/^/     audit: /'
+  else fail "E4c break-glass $label audit: $r"; fi
+done
+# control: a user with the same RBAC but not break-glass is still refused
+if exec_as --as=mallory; then fail "E4d mallory (not break-glass) reached the kubelet: $(last_cmd)"
+elif grep -q 'pods.kubefence.nono.sh" denied the request' "$work/exec.err" && ! grep -q 'break-glass exec:' "$work/exec.err"; then
+  pass "E4d control: mallory (same RBAC, not break-glass) refused before the kubelet: $(cut -c1-160 "$work/exec.err")"
+else fail "E4d control mallory: not refused by us: $(cat "$work/exec.err")"; fi
 
 # ------------------------------------------------------------- check 6
 stop_webhook

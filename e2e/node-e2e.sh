@@ -142,6 +142,8 @@ print("KF nono-env=%s," % ",".join(sorted("%s=%s" % (k, v) for k, v in os.enviro
 print("KF done")
 EOF
 printf 'echo KF done\n' >"$W/true.sh"
+# a long-running target for scenario 9 (kubectl debug --target)
+printf 'import sys, time\nprint("KF app-up", flush=True)\ntime.sleep(600)\n' >"$W/app-wait.py"
 BUSYBOX=kubefence.test/busybox:1
 DEBIAN=kubefence.test/debian:1
 
@@ -496,6 +498,66 @@ EOF
   rm_pod "$pod"
 }
 
+scenario_9() { # kubectl debug: an ephemeral container the decision does not name
+  local v="$1"; local tag="[$v] 9 ephemeral debug container"
+  # app gets strict by its own annotation; the pod-wide profile stays the
+  # cluster default, which is what any container not named in the decision
+  # (kubectl debug's) must get (shared/src/decision.rs profile_for)
+  admit s9 team-a generateName=dbg- '{"container.nono.sh/app": "strict"}' "app|$DEBIAN|python3|$W/app-wait.py" \
+    || { fail "$tag: admission" webhook; return; }
+  local claims pod_profile
+  claims="$(python3 - "$(kf_decision "$W/pods/s9.admitted.json")" <<'EOF'
+import base64, json, sys
+p = sys.argv[1].split(".")[1]
+print(json.dumps(json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))))
+EOF
+)" || true
+  pod_profile="$(printf '%s' "$claims" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("profile",""))')" || true
+  if [ "$pod_profile" != default ] || ! printf '%s' "$claims" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)["containers"]
+sys.exit(0 if c == {"app": "strict"} else 1)'; then
+    fail "$tag: decision fixture" "want pod-wide profile default and containers {app: strict}, claims: $claims"; return
+  fi
+  new_pod "$tag" "$W/pods/s9.admitted.json" team-a || return 0
+  local pod="$KF_POD_ID" podcfg="$KF_POD_CFG" app_cid st
+  # the pod's own container, left running (the debug target)
+  kf_ctr_config "$W/pods/s9.admitted.json" app "$W/specs/s9-app-$v.ctr.json" "$W/extra-token.json"
+  if ! kf_create "$pod" "$podcfg" "$W/specs/s9-app-$v.ctr.json"; then
+    fail "$tag: app container created" "CRI refused it"; rm_pod "$pod"; return
+  fi
+  app_cid="$KF_CID"
+  crictl start "$app_cid" >/dev/null 2>"$W/last.err" || true
+  for _ in $(seq 1 50); do
+    crictl logs "$app_cid" 2>/dev/null | grep -q '^KF app-up' && break; sleep 0.2
+  done
+  st="$(crictl inspect -o go-template --template '{{.status.state}}' "$app_cid" 2>/dev/null)" || true
+  kf_spec "$app_cid" "$W/specs/s9-app-$v.spec.json" || true
+  if [ "$st" = CONTAINER_RUNNING ] && crictl logs "$app_cid" 2>/dev/null | grep -q '^KF app-up' \
+     && kf_py spec-wrapped "$W/specs/s9-app-$v.spec.json" strict "$KF_HOST_DIR" "$W/specs/s9-app-$v.ctr.json" >/dev/null; then
+    pass "$tag: target container app running, wrapped with its own profile strict"
+  else
+    fail "$tag: target container app running wrapped (strict)" "state '$st'; $(kf_py spec-wrapped "$W/specs/s9-app-$v.spec.json" strict "$KF_HOST_DIR" "$W/specs/s9-app-$v.ctr.json")" "$app_cid"
+    rm_pod "$pod"; return
+  fi
+  # what kubectl debug adds: spec.ephemeralContainers, which the kubelet
+  # creates through CRI in the running sandbox; the decision is unchanged
+  python3 - "$W/pods/s9.admitted.json" "$W/pods/s9.debug.json" "$BUSYBOX" "$W/probe.sh" <<'EOF'
+import json, sys
+src, out, image, script = sys.argv[1:]
+pod = json.load(open(src))
+pod["spec"].setdefault("ephemeralContainers", []).append(
+    {"name": "debugger-xyz", "image": image, "command": ["sh", "-c", open(script).read()],
+     "targetContainerName": "app", "stdin": True, "tty": True})
+json.dump(pod, open(out, "w"), indent=1)
+EOF
+  run_ctr "s9-debugger-$v" "$pod" "$podcfg" "$W/pods/s9.debug.json" debugger-xyz "$W/extra-token.json"
+  expect_wrapped "$tag debugger-xyz (not in the decision: pod-wide profile $pod_profile)" "$pod_profile" sh || true
+  st="$(crictl inspect -o go-template --template '{{.status.state}}' "$app_cid" 2>/dev/null)" || true
+  [ "$st" = CONTAINER_RUNNING ] || fail "$tag: target container still running after the debug container" "state '$st'" "$app_cid"
+  rm_pod "$pod"
+}
+
 # ---------------------------------------------------------------- per version
 for ver in "${VERSIONS[@]}"; do
   tv=$SECONDS
@@ -513,6 +575,7 @@ for ver in "${VERSIONS[@]}"; do
     scenario_3 "$ver"
     scenario_7 "$ver"
     scenario_8 "$ver"
+    scenario_9 "$ver"
     scenario_4_with_plugin "$ver"
     scenario_6 "$ver"
     kf_plugin_stop
