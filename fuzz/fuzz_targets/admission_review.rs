@@ -38,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(r) => r,
         Err(e) => {
             // Malformed but with a readable uid: refused in-band.
-            let uid = e.uid().expect("a 200 reply to an unparsable review has its uid");
+            let uid = e
+                .uid()
+                .expect("a 200 reply to an unparsable review has its uid");
             assert_eq!(resp["uid"].as_str(), Some(uid));
             assert_eq!(resp["allowed"], false);
             return;

@@ -25,7 +25,10 @@ fn fixture() -> &'static Fixture {
             trust: kubefence_fuzz::trust(),
             original: kubefence_fuzz::signer().sign(&kubefence_fuzz::claims()),
         };
-        assert!(f.trust.authenticate(&f.original).is_ok(), "the seed verifies");
+        assert!(
+            f.trust.authenticate(&f.original).is_ok(),
+            "the seed verifies"
+        );
         f
     })
 }
@@ -50,7 +53,12 @@ fuzz_target!(|data: &[u8]| {
     let f = fixture();
     let mut token = f.original.clone().into_bytes();
     for op in data.chunks(4) {
-        let [kind, a, b, c] = [op[0], *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0), *op.get(3).unwrap_or(&0)];
+        let [kind, a, b, c] = [
+            op[0],
+            *op.get(1).unwrap_or(&0),
+            *op.get(2).unwrap_or(&0),
+            *op.get(3).unwrap_or(&0),
+        ];
         let pos = (usize::from(a) << 8 | usize::from(b)) % (token.len() + 1);
         match kind % 8 {
             0 if pos < token.len() => token[pos] = c,
@@ -63,11 +71,17 @@ fuzz_target!(|data: &[u8]| {
             5 => {
                 // Splice a copy of another range of the token at pos.
                 let from = usize::from(c) % (token.len() + 1);
-                let chunk: Vec<u8> = token[from..].iter().take(usize::from(b % 32)).copied().collect();
+                let chunk: Vec<u8> = token[from..]
+                    .iter()
+                    .take(usize::from(b % 32))
+                    .copied()
+                    .collect();
                 token.splice(pos..pos, chunk);
             }
             6 | 7 => {
-                let Ok(s) = std::str::from_utf8(&token) else { continue };
+                let Ok(s) = std::str::from_utf8(&token) else {
+                    continue;
+                };
                 if let Some(t) = edit_part(s, usize::from(kind % 2), pos, c) {
                     token = t.into_bytes();
                 }

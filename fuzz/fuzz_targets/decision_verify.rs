@@ -40,9 +40,14 @@ fuzz_target!(|data: &[u8]| {
         handler: "nono-runc",
     };
     let authenticated = f.trust.authenticate(token);
-    let verified = f.trust.verify(token, &view, &Freshness::at(kubefence_fuzz::NOW));
+    let verified = f
+        .trust
+        .verify(token, &view, &Freshness::at(kubefence_fuzz::NOW));
     if authenticated.is_ok() || verified.is_ok() {
-        assert_eq!(token, f.original, "a token other than the signed one verified");
+        assert_eq!(
+            token, f.original,
+            "a token other than the signed one verified"
+        );
     }
     if let Err(e) = &verified {
         let _ = e.reason();

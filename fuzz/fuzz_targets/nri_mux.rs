@@ -57,7 +57,15 @@ fn reference(mut data: &[u8], max_frame: usize) -> (Vec<u8>, Vec<u8>, MuxError) 
         let conn = u32::from_be_bytes(data[0..4].try_into().unwrap());
         let len = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
         if len > max_frame {
-            return (c1, c2, MuxError::FrameTooLarge { conn, len, max: max_frame });
+            return (
+                c1,
+                c2,
+                MuxError::FrameTooLarge {
+                    conn,
+                    len,
+                    max: max_frame,
+                },
+            );
         }
         let Some(payload) = data.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
             return (c1, c2, MuxError::Closed);
@@ -181,22 +189,34 @@ async fn outbound(data: &[u8], limits: Limits) {
         .flat_map(|m| frame_message(RUNTIME_CONN, m, limits.out_payload))
         .collect();
     let mut got = vec![0u8; want.len()];
-    peer.read_exact(&mut got).await.expect("the mux sent every complete message");
+    peer.read_exact(&mut got)
+        .await
+        .expect("the mux sent every complete message");
     assert_eq!(got, want, "outgoing frames differ from frame_message");
     let mut rest = &got[..];
     while !rest.is_empty() {
         let len = u32::from_be_bytes(rest[4..8].try_into().unwrap()) as usize;
-        assert!(len <= limits.out_payload.max(1), "frame over the payload limit");
+        assert!(
+            len <= limits.out_payload.max(1),
+            "frame over the payload limit"
+        );
         rest = &rest[FRAME_HEADER_LEN + len..];
     }
     if oversized {
-        assert!(matches!(mux.closed().await, MuxError::MessageTooLarge { .. }));
+        assert!(matches!(
+            mux.closed().await,
+            MuxError::MessageTooLarge { .. }
+        ));
     }
     peer.shutdown().await.unwrap();
     let end = mux.closed().await;
     let mut extra = Vec::new();
     let _ = peer.read_to_end(&mut extra).await;
-    assert!(extra.is_empty(), "the mux sent {} bytes beyond the messages ({end:?})", extra.len());
+    assert!(
+        extra.is_empty(),
+        "the mux sent {} bytes beyond the messages ({end:?})",
+        extra.len()
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

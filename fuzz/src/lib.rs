@@ -226,8 +226,17 @@ name = "plain"
     pub fn admitted_pod(admission: &Admission) -> serde_json::Value {
         use base64::Engine;
         let object = deployment_pod();
-        let body = serde_json::to_vec(&review("seed", "CREATE", RS_CONTROLLER, object.clone(), serde_json::Value::Null)).unwrap();
-        let reply = futures::executor::block_on(admission.handle(kubefence_webhook::policy::Endpoint::Mutate, &body));
+        let body = serde_json::to_vec(&review(
+            "seed",
+            "CREATE",
+            RS_CONTROLLER,
+            object.clone(),
+            serde_json::Value::Null,
+        ))
+        .unwrap();
+        let reply = futures::executor::block_on(
+            admission.handle(kubefence_webhook::policy::Endpoint::Mutate, &body),
+        );
         let v: serde_json::Value = serde_json::from_slice(&reply.body).expect("reply is JSON");
         let patch = base64::engine::general_purpose::STANDARD
             .decode(v["response"]["patch"].as_str().expect("a patch"))

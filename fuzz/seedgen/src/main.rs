@@ -26,24 +26,90 @@ fn json_bytes(v: &Value) -> Vec<u8> {
 fn admission_seeds() {
     let t = "admission_review";
     let object = deployment_pod();
-    write(t, "create-deployment-pod.json", &json_bytes(&review("a1", "CREATE", RS_CONTROLLER, object.clone(), Value::Null)));
+    write(
+        t,
+        "create-deployment-pod.json",
+        &json_bytes(&review(
+            "a1",
+            "CREATE",
+            RS_CONTROLLER,
+            object.clone(),
+            Value::Null,
+        )),
+    );
     let admission = fixtures::webhook::admission(Vec::new());
     let stored = fixtures::webhook::admitted_pod(&admission);
-    write(t, "create-reinvocation.json", &json_bytes(&review("a2", "CREATE", RS_CONTROLLER, stored.clone(), Value::Null)));
+    write(
+        t,
+        "create-reinvocation.json",
+        &json_bytes(&review(
+            "a2",
+            "CREATE",
+            RS_CONTROLLER,
+            stored.clone(),
+            Value::Null,
+        )),
+    );
     let mut relabel = stored.clone();
     relabel["metadata"]["labels"]["tier"] = json!("frontend");
-    write(t, "update-labels.json", &json_bytes(&review("a3", "UPDATE", "alice", relabel, stored.clone())));
+    write(
+        t,
+        "update-labels.json",
+        &json_bytes(&review("a3", "UPDATE", "alice", relabel, stored.clone())),
+    );
     let mut tampered = stored.clone();
     tampered["metadata"]["annotations"]["nono.sh/profile"] = json!("strict");
-    write(t, "update-tampered-annotation.json", &json_bytes(&review("a4", "UPDATE", "alice", tampered, stored.clone())));
+    write(
+        t,
+        "update-tampered-annotation.json",
+        &json_bytes(&review("a4", "UPDATE", "alice", tampered, stored.clone())),
+    );
     let mut forbidden = object.clone();
     forbidden["metadata"]["annotations"] = json!({"nono.sh/profile": "web"});
-    write(t, "create-deny-profile.json", &json_bytes(&review("a5", "CREATE", RS_CONTROLLER, forbidden, Value::Null)));
+    write(
+        t,
+        "create-deny-profile.json",
+        &json_bytes(&review(
+            "a5",
+            "CREATE",
+            RS_CONTROLLER,
+            forbidden,
+            Value::Null,
+        )),
+    );
     let mut audit_ns = object.clone();
     audit_ns["metadata"]["namespace"] = json!("team-b");
-    write(t, "create-audit-namespace.json", &json_bytes(&review("a6", "CREATE", RS_CONTROLLER, audit_ns, Value::Null)));
-    write(t, "exec-wrap.json", &json_bytes(&exec_review("a7", "web-7f9c4-x2b9z", "alice", &["sh", "-c", "id"])));
-    write(t, "exec-break-glass.json", &json_bytes(&exec_review("a8", "web-7f9c4-x2b9z", "oncall@example.com", &["bash"])));
+    write(
+        t,
+        "create-audit-namespace.json",
+        &json_bytes(&review(
+            "a6",
+            "CREATE",
+            RS_CONTROLLER,
+            audit_ns,
+            Value::Null,
+        )),
+    );
+    write(
+        t,
+        "exec-wrap.json",
+        &json_bytes(&exec_review(
+            "a7",
+            "web-7f9c4-x2b9z",
+            "alice",
+            &["sh", "-c", "id"],
+        )),
+    );
+    write(
+        t,
+        "exec-break-glass.json",
+        &json_bytes(&exec_review(
+            "a8",
+            "web-7f9c4-x2b9z",
+            "oncall@example.com",
+            &["bash"],
+        )),
+    );
     let mut del = review("a9", "DELETE", "alice", Value::Null, stored);
     del["request"]["options"] = json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1"});
     write(t, "delete.json", &json_bytes(&del));
@@ -54,14 +120,26 @@ fn token_seeds() -> String {
     let token = fixtures::signer().sign(&fixtures::claims());
     write("decision_verify", "signed-token", token.as_bytes());
     let mut parts: Vec<&str> = token.split('.').collect();
-    write("decision_verify", "header-payload-only", parts[..2].join(".").as_bytes());
+    write(
+        "decision_verify",
+        "header-payload-only",
+        parts[..2].join(".").as_bytes(),
+    );
     parts[2] = "AAAA";
-    write("decision_verify", "short-signature", parts.join(".").as_bytes());
+    write(
+        "decision_verify",
+        "short-signature",
+        parts.join(".").as_bytes(),
+    );
     // decision_mutate: edit lists (4 bytes each: kind, pos hi, pos lo, value).
     write("decision_mutate", "flip-signature-bit", &[1, 0, 200, 3]);
     write("decision_mutate", "edit-payload-json", &[7, 0, 20, b'b']);
     write("decision_mutate", "edit-header-json", &[6, 0, 10, b'X']);
-    write("decision_mutate", "truncate-and-insert", &[4, 0, 100, 0, 2, 0, 50, b'.']);
+    write(
+        "decision_mutate",
+        "truncate-and-insert",
+        &[4, 0, 100, 0, 2, 0, 50, b'.'],
+    );
     token
 }
 
@@ -110,16 +188,21 @@ fn nri_seeds(token: &str) {
     sync.pods.push(pod.clone());
     sync.containers.push(c.clone());
 
-    let svc = kubefence_nri::plugin::PluginService::new(fixtures::nri::core(kubefence_nri::decide::OnInvalid::Reject));
+    let svc = kubefence_nri::plugin::PluginService::new(fixtures::nri::core(
+        kubefence_nri::decide::OnInvalid::Reject,
+    ));
     let _ = svc.configure_response(&cfg);
-    let adjusted = svc.create_container_response(&create).expect("the seed is admitted");
+    let adjusted = svc
+        .create_container_response(&create)
+        .expect("the seed is admitted");
     let mut validate = api::ValidateContainerAdjustmentRequest::new();
     validate.pod = protobuf::MessageField::some(pod.clone());
     validate.container = protobuf::MessageField::some(c.clone());
     validate.adjust = adjusted.adjust.clone();
     let mut owners = api::OwningPlugins::new();
     let mut fo = api::FieldOwners::new();
-    fo.simple.insert(kubefence_nri::plugin::FIELD_ARGS, "10-kubefence".into());
+    fo.simple
+        .insert(kubefence_nri::plugin::FIELD_ARGS, "10-kubefence".into());
     owners.owners.insert(c.id.clone(), fo);
     validate.owners = protobuf::MessageField::some(owners);
 
@@ -131,7 +214,10 @@ fn nri_seeds(token: &str) {
         ("Configure", cfg.write_to_bytes().unwrap()),
         ("Synchronize", sync.write_to_bytes().unwrap()),
         ("CreateContainer", create.write_to_bytes().unwrap()),
-        ("ValidateContainerAdjustment", validate.write_to_bytes().unwrap()),
+        (
+            "ValidateContainerAdjustment",
+            validate.write_to_bytes().unwrap(),
+        ),
         ("StateChange", state.write_to_bytes().unwrap()),
     ];
     let mut session = Vec::new();
