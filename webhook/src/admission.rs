@@ -17,7 +17,7 @@ use crate::pods::PodLookup;
 use crate::policy::exec::{
     ExecDecision, ExecOptions, ExecRequest, ExecStep, ExecVerdict, PodState,
 };
-use crate::policy::{Decision, Endpoint, Operation, Plan, PodRequest, Policy, Verdict};
+use crate::policy::{Decision, Endpoint, Mode, Operation, Plan, PodRequest, Policy, Verdict};
 use crate::review::{self, AdmissionRequest, AdmissionResponse, AdmissionReviewOut};
 
 /// Seconds since the Unix epoch; injectable so tests control `iat`.
@@ -34,6 +34,40 @@ pub struct Reply {
     pub reason: &'static str,
     /// The audit record for this request; the caller emits it.
     pub audit: AuditRecord,
+}
+
+/// The answer when our own patch failed its self-check: a bug of ours, so
+/// fail closed (500) rather than admit the pod unsandboxed.
+fn self_check_failed(uid: &str, what: &str, message: String) -> AdmissionResponse {
+    tracing::error!(%uid, %message, "{what} self-check failed");
+    AdmissionResponse::deny(uid, 500, format!("kubefence internal error: {message}"))
+}
+
+/// Adds the decision's warnings and the audit annotations every reply
+/// carries; returns the outcome and reason given, which a self-check
+/// failure overrides with `deny` / `internal-error`.
+fn annotate<'a>(
+    resp: &mut AdmissionResponse,
+    outcome: Outcome,
+    reason: &'a str,
+    warnings: &[String],
+    mode: Option<Mode>,
+) -> (Outcome, &'a str) {
+    let internal_error = resp.status.as_ref().is_some_and(|s| s.code == 500);
+    let (outcome, reason) = if internal_error {
+        (Outcome::Deny, "internal-error")
+    } else {
+        (outcome, reason)
+    };
+    for w in warnings {
+        resp.warn(w);
+    }
+    resp.audit("outcome", Outcome::as_str(outcome));
+    resp.audit("reason", reason);
+    if let Some(mode) = mode {
+        resp.audit("mode", mode.as_str());
+    }
+    (outcome, reason)
 }
 
 pub struct Admission {
@@ -233,31 +267,16 @@ impl Admission {
                     signed = did_sign;
                     AdmissionResponse::allow(&req.uid).with_patch(&json)
                 }
-                Err(message) => {
-                    // Our own bug: fail closed rather than admit unsandboxed.
-                    tracing::error!(uid = %req.uid, %message, "patch self-check failed");
-                    AdmissionResponse::deny(
-                        &req.uid,
-                        500,
-                        format!("kubefence internal error: {message}"),
-                    )
-                }
+                Err(message) => self_check_failed(&req.uid, "patch", message),
             },
         };
-        let internal_error = resp.status.as_ref().is_some_and(|s| s.code == 500);
-        let (outcome, reason) = if internal_error {
-            (Outcome::Deny, "internal-error")
-        } else {
-            (decision.outcome, decision.reason.as_str())
-        };
-        for w in &decision.warnings {
-            resp.warn(w);
-        }
-        resp.audit("outcome", Outcome::as_str(outcome));
-        resp.audit("reason", reason);
-        if let Some(mode) = decision.mode {
-            resp.audit("mode", mode.as_str());
-        }
+        let (outcome, reason) = annotate(
+            &mut resp,
+            decision.outcome,
+            decision.reason.as_str(),
+            &decision.warnings,
+            decision.mode,
+        );
         if let Some(c) = &decision.claims {
             resp.audit("profile", c.profile.as_str());
             resp.audit("handler", c.handler.clone());
@@ -410,30 +429,16 @@ impl Admission {
             ExecVerdict::Admit => AdmissionResponse::allow(&req.uid),
             ExecVerdict::Wrap(command) => match exec_patch(req.object.as_ref(), command) {
                 Ok(json) => AdmissionResponse::allow(&req.uid).with_patch(&json),
-                Err(message) => {
-                    tracing::error!(uid = %req.uid, %message, "exec patch self-check failed");
-                    AdmissionResponse::deny(
-                        &req.uid,
-                        500,
-                        format!("kubefence internal error: {message}"),
-                    )
-                }
+                Err(message) => self_check_failed(&req.uid, "exec patch", message),
             },
         };
-        let internal_error = resp.status.as_ref().is_some_and(|s| s.code == 500);
-        let (outcome, reason) = if internal_error {
-            (Outcome::Deny, "internal-error")
-        } else {
-            (decision.outcome, decision.reason.as_str())
-        };
-        for w in &decision.warnings {
-            resp.warn(w);
-        }
-        resp.audit("outcome", Outcome::as_str(outcome));
-        resp.audit("reason", reason);
-        if let Some(mode) = decision.mode {
-            resp.audit("mode", mode.as_str());
-        }
+        let (outcome, reason) = annotate(
+            &mut resp,
+            decision.outcome,
+            decision.reason.as_str(),
+            &decision.warnings,
+            decision.mode,
+        );
         let container = decision
             .container
             .clone()
