@@ -212,9 +212,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 max: limits.max_frame,
             };
         }
-        buf.resize(len, 0);
-        if let Err(e) = rd.read_exact(&mut buf).await {
-            return e.into();
+        // Grow with the bytes that arrive, not the length a header claims:
+        // a header alone never costs a 4 MiB buffer.
+        buf.clear();
+        match (&mut rd).take(len as u64).read_to_end(&mut buf).await {
+            Ok(n) if n == len => {}
+            Ok(_) => return std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into(),
+            Err(e) => return e.into(),
         }
         match inbound.get_mut(&conn) {
             Some(pipe) => {
@@ -256,9 +260,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         msg.clear();
         msg.extend_from_slice(&hdr);
-        msg.resize(TTRPC_HEADER_LEN + len, 0);
-        if pipe.read_exact(&mut msg[TTRPC_HEADER_LEN..]).await.is_err() {
-            return Ok(());
+        match (&mut pipe).take(len as u64).read_to_end(&mut msg).await {
+            Ok(n) if n == len => {}
+            _ => return Ok(()),
         }
         let frames = frame_message(conn, &msg, limits.out_payload);
         let mut wr = trunk.lock().await;
