@@ -107,22 +107,8 @@ bold "3. a namespace opts in, a user creates a pod through the apiserver"
 k create namespace "$NS" >/dev/null || die "could not create namespace $NS"
 k label namespace "$NS" nono.sh/mode=enforce >/dev/null || die "could not label $NS"
 say "kubectl create namespace $NS; kubectl label namespace $NS nono.sh/mode=enforce"
-cat >"$W/app.sh" <<'EOF'
-exec 2>&1
-echo "I am PID $$, running: $(tr '\0\n' '  ' </proc/1/cmdline | cut -c1-24)..."
-echo "--- allowed: read /etc/os-release"
-head -1 /etc/os-release
-echo "--- allowed: write /tmp"
-echo hello >/tmp/hello && cat /tmp/hello
-echo "--- denied: read the service-account token"
-cat /var/run/secrets/kubernetes.io/serviceaccount/token
-echo "--- denied: list /root"
-ls /root
-exit 0
-EOF
-kf_pod_json "$W/pod.json" generateName=demo- '{}' "app|$IMAGE|sh|$W/app.sh"
 say "the pod as the user wrote it (no runtime class, no annotations):"
-python3 -c 'import json,sys; p=json.load(open(sys.argv[1])); p["spec"]["containers"][0]["command"][2]="<script>"; print(json.dumps(p))' "$W/pod.json" | indent
+kf_demo_pod "$W" "$IMAGE" | indent
 # The webhook learns namespaces from a watch; until the new one is in its
 # cache it denies ("retry in a few seconds") rather than admit unsandboxed.
 created=""

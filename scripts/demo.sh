@@ -79,22 +79,8 @@ kf_plugin_start || { tail -20 "$KF_PLUGIN_LOG"; die "the plugin did not register
 say "kubefence-nri run: $(grep -m1 -o 'registered with the runtime.*' "$KF_PLUGIN_LOG" | cut -c1-100)"
 
 bold "3. admit a pod (namespace team-a) through the webhook"
-cat >"$W/app.sh" <<'EOF'
-exec 2>&1
-echo "I am PID $$, running: $(tr '\0\n' '  ' </proc/1/cmdline | cut -c1-24)..."
-echo "--- allowed: read /etc/os-release"
-head -1 /etc/os-release
-echo "--- allowed: write /tmp"
-echo hello >/tmp/hello && cat /tmp/hello
-echo "--- denied: read the service-account token"
-cat /var/run/secrets/kubernetes.io/serviceaccount/token
-echo "--- denied: list /root"
-ls /root
-exit 0
-EOF
-kf_pod_json "$W/pod.json" generateName=demo- '{}' "app|$IMAGE|sh|$W/app.sh"
 say "the pod as a user wrote it (no runtime class, no annotations):"
-python3 -c 'import json,sys; p=json.load(open(sys.argv[1])); p["spec"]["containers"][0]["command"][2]="<script>"; print(json.dumps(p))' "$W/pod.json" | indent
+kf_demo_pod "$W" "$IMAGE" | indent
 kf_admit "$W/pod.json" team-a "$W/admitted.json" || die "the webhook did not admit the pod"
 say "the webhook's audit record (what was decided):"
 tail -1 "$W/webhook.audit.jsonl" | indent

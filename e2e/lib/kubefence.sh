@@ -248,3 +248,26 @@ if hit is None:
 print(hit)
 EOF
 }
+
+# kf_demo_pod DIR IMAGE: the demos' sample pod: DIR/app.sh (an allowed read
+# and write, then the reads the default profile denies) and DIR/pod.json
+# (generateName demo-, one container running it). Prints the pod as the
+# user wrote it, with the script elided.
+kf_demo_pod() {
+  local dir="$1" image="$2"
+  cat >"$dir/app.sh" <<'EOF'
+exec 2>&1
+echo "I am PID $$, running: $(tr '\0\n' '  ' </proc/1/cmdline | cut -c1-24)..."
+echo "--- allowed: read /etc/os-release"
+head -1 /etc/os-release
+echo "--- allowed: write /tmp"
+echo hello >/tmp/hello && cat /tmp/hello
+echo "--- denied: read the service-account token"
+cat /var/run/secrets/kubernetes.io/serviceaccount/token
+echo "--- denied: list /root"
+ls /root
+exit 0
+EOF
+  kf_pod_json "$dir/pod.json" generateName=demo- '{}' "app|$image|sh|$dir/app.sh"
+  python3 -c 'import json,sys; p=json.load(open(sys.argv[1])); p["spec"]["containers"][0]["command"][2]="<script>"; print(json.dumps(p))' "$dir/pod.json"
+}
