@@ -186,6 +186,16 @@ impl FakeRuntime {
         }
     }
 
+    /// Accepts the next plugin connection and hands over the raw socket,
+    /// for tests that play a broken or hostile runtime.
+    pub async fn accept_raw(&self) -> tokio::net::UnixStream {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(10), self.listener.accept())
+            .await
+            .expect("plugin did not connect")
+            .unwrap();
+        stream
+    }
+
     /// Accepts the next plugin connection and waits for its registration.
     pub async fn accept(&self, hold_register_reply: bool) -> PluginConn {
         let (stream, _) = tokio::time::timeout(Duration::from_secs(10), self.listener.accept())
