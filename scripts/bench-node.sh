@@ -7,6 +7,10 @@
 # Starts three identical throw-away containerd nodes (scripts/node-env.sh):
 #   none       NRI enabled, no plugin
 #   kubefence  our kubefence-nri (release build), validator on, as deployed
+#   kubefence-novalidator  (only with BENCH_MODES naming it) the same with
+#              --validator false: without our second round trip per create
+#   kubefence-alt  (only with BENCH_MODES naming it) the kubefence-nri binary
+#              at $BENCH_ALT_NRI, for A/B comparisons of a change
 #   reference  bench/node/cmd/refplugin: the upstream Go NRI stub library
 #              (github.com/containerd/nri v0.12.3 pkg/stub) with a no-op
 #              CreateContainer handler, the shape of upstream's "template"
@@ -21,7 +25,8 @@
 # over "none" (difference and ratio), plus the plugins' RSS and fds; the raw
 # samples go to $BENCH_OUT (default: a file under /tmp, printed at the end).
 #
-# Environment: BENCH_WARMUP (10), BENCH_OUT, KUBEFENCE_E2E_NONO (a nono
+# Environment: BENCH_MODES (default "none kubefence reference"; the first
+# is the baseline), BENCH_WARMUP (10), BENCH_OUT, KUBEFENCE_E2E_NONO (a nono
 # binary instead of scripts/provision-nono.sh's). Loopback and local sockets
 # only; the load is one create at a time.
 set -euo pipefail
@@ -34,7 +39,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 N="${1:-300}"
 VER="${2:-v2.4.2}"
 WARM="${BENCH_WARMUP:-10}"
-MODES=(none kubefence reference)
+read -r -a MODES <<<"${BENCH_MODES:-none kubefence reference}"
 declare -A NODE_DIR
 
 cleanup() {
@@ -85,7 +90,7 @@ for m in "${MODES[@]}"; do
   NODE_DIR[$m]="$KUBEFENCE_NODE_DIR"
   kf_py sandbox "$W/admitted.json" bench-pod team-a "uid-bench-$m" "$KUBEFENCE_POD_LOG_DIR/bench" \
     "$KUBEFENCE_CGROUP_PARENT" >"$W/sandbox-$m.json"
-  if [ "$m" != kubefence ]; then
+  if [ "${m%%-*}" != kubefence ]; then
     # the admitted pod requires plugin kubefence (the default validator
     # would refuse it elsewhere): the other nodes get it without that
     python3 - "$W/sandbox-$m.json" <<'EOF'
@@ -104,6 +109,21 @@ EOF
       PID_kubefence="$KF_PLUGIN_PID"
       prefix="/nono/nono wrap"
       ;;
+    kubefence-alt)
+      KF_AUDIT="$W/plugin-alt.audit.jsonl" KF_PLUGIN_LOG="$W/plugin-alt.log"
+      [ -x "${BENCH_ALT_NRI:-}" ] || kf_die "kubefence-alt needs BENCH_ALT_NRI, a kubefence-nri binary"
+      KF_NRI_SAVE="$KF_NRI"; KF_NRI="$BENCH_ALT_NRI"
+      kf_plugin_start || { tail -20 "$W/plugin-alt.log" >&2; kf_die "the alternative kubefence-nri did not register"; }
+      KF_NRI="$KF_NRI_SAVE"
+      PID_kubefence_alt="$KF_PLUGIN_PID"
+      prefix="/nono/nono wrap"
+      ;;
+    kubefence-novalidator)
+      KF_AUDIT="$W/plugin-nv.audit.jsonl" KF_PLUGIN_LOG="$W/plugin-nv.log"
+      kf_plugin_start --validator false || { tail -20 "$W/plugin-nv.log" >&2; kf_die "kubefence-nri did not register"; }
+      PID_kubefence_nv="$KF_PLUGIN_PID"
+      prefix="/nono/nono wrap"
+      ;;
     reference)
       "$gobin/refplugin" --socket "$NRI_SOCKET" 2>"$W/refplugin.log" &
       PID_reference=$!
@@ -119,16 +139,42 @@ proc() { # PID -> "rss KiB, hwm KiB, fds"
   printf '%s KiB RSS, %s KiB peak, %s fds' "$(awk '/VmRSS/ {print $2}' "/proc/$1/status")" \
     "$(awk '/VmHWM/ {print $2}' "/proc/$1/status")" "$(ls "/proc/$1/fd" | wc -l)"
 }
-before_kf="$(proc "$PID_kubefence")"; before_ref="$(proc "$PID_reference")"
+declare -A PIDS=([kubefence]="${PID_kubefence:-}" [kubefence-novalidator]="${PID_kubefence_nv:-}" [kubefence-alt]="${PID_kubefence_alt:-}" [reference]="${PID_reference:-}")
+declare -A BEFORE
+for m in "${!PIDS[@]}"; do [ -n "${PIDS[$m]}" ] && BEFORE[$m]="$(proc "${PIDS[$m]}")"; done
+# CPU time a process spent running, in ns: the sum of its threads'
+# schedstat (exact, and independent of how loaded the machine is; threads
+# that exited meanwhile are not counted, and these daemons keep theirs).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'; }
+declare -A CPU0
+for m in "${MODES[@]}"; do
+  CPU0[ctrd-$m]="$(cpu_ns "$(cat "${NODE_DIR[$m]}/containerd.pid")")"
+  [ -n "${PIDS[$m]:-}" ] && CPU0[plugin-$m]="$(cpu_ns "${PIDS[$m]}")"
+done
 
 kf_log "containerd $VER x3, $N creates each after $WARM warm-up, interleaved (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 started=$SECONDS
 "$gobin/cribench" -n "$N" -warmup "$WARM" -out "$OUT" "${targets[@]}" | tee "$W/table.md"
 echo
 echo "containerd $VER, $(nproc) cores, load average after: $(cut -d' ' -f1-3 /proc/loadavg), $((SECONDS - started)) s"
-echo "kubefence-nri: before $before_kf; after $(proc "$PID_kubefence")"
-echo "refplugin:     before $before_ref; after $(proc "$PID_reference")"
-wrapped="$(grep -c '"outcome":"inject"' "$W/plugin.audit.jsonl" || true)"
-echo "kubefence audit records with outcome inject: $wrapped (expected $((N + WARM)))"
+echo
+echo "CPU time per create (warm-up included, $((N + WARM)) creates and removes per node; schedstat):"
+echo "| node | containerd µs/create | plugin µs/create | together µs/create |"
+echo "|---|---|---|---|"
+for m in "${MODES[@]}"; do
+  c=$(( ($(cpu_ns "$(cat "${NODE_DIR[$m]}/containerd.pid")") - CPU0[ctrd-$m]) / (N + WARM) / 1000 ))
+  p=0
+  [ -n "${PIDS[$m]:-}" ] && p=$(( ($(cpu_ns "${PIDS[$m]}") - CPU0[plugin-$m]) / (N + WARM) / 1000 ))
+  echo "| $m | $c | $p | $((c + p)) |"
+done
+echo
+for m in "${!PIDS[@]}"; do
+  [ -n "${PIDS[$m]}" ] && echo "$m plugin: before ${BEFORE[$m]}; after $(proc "${PIDS[$m]}")"
+done
+for a in "$W"/plugin*.audit.jsonl; do
+  [ -f "$a" ] || continue
+  wrapped="$(grep -c '"outcome":"inject"' "$a" || true)"
+  echo "$(basename "$a"): $wrapped records with outcome inject (expected $((N + WARM)))"
+  [ "$wrapped" -eq $((N + WARM)) ] || kf_die "kubefence did not wrap every create"
+done
 echo "raw samples: $OUT"
-[ "$wrapped" -eq $((N + WARM)) ] || kf_die "kubefence did not wrap every create"

@@ -226,7 +226,10 @@ fn main() -> ExitCode {
         };
     }
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the plugin is a handful of tasks passing small messages
+    // through in-memory pipes, and every hop between worker threads would
+    // cost a futex wake and a context switch on the create path.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")

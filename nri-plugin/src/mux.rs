@@ -38,6 +38,8 @@ pub const MAX_OUT_PAYLOAD: usize = MAX_OUT_FRAME - FRAME_HEADER_LEN;
 
 /// Size of the in-memory pipe between the mux and each conn's user.
 const PIPE_SIZE: usize = 256 * 1024;
+/// Read buffer on the trunk.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Size limits enforced by the mux.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +167,9 @@ where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(trunk);
+    // Buffered: a frame's header and payload (and often the next frames)
+    // come from one read of the socket instead of three or four.
+    let rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
     let wr = Mutex::new(wr);
     let mut writers: FuturesUnordered<_> = outbound
         .into_iter()

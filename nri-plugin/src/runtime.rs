@@ -136,11 +136,12 @@ impl RuntimeInfo {
         self.supports_args()
     }
 
-    /// The events to subscribe to: only bits this runtime knows.
+    /// The events to subscribe to: only bits this runtime knows, and only
+    /// what decides something. Every subscribed event is a round trip the
+    /// runtime waits for (a stop or remove would block on us just to be
+    /// logged), so lifecycle events are left out.
     pub fn events(&self, validator: bool) -> i32 {
-        let mut events = event::bit(event::CREATE_CONTAINER)
-            | event::bit(event::STOP_CONTAINER)
-            | event::bit(event::REMOVE_CONTAINER);
+        let mut events = event::bit(event::CREATE_CONTAINER);
         if validator && self.supports_validation() {
             events |= event::bit(event::VALIDATE_CONTAINER_ADJUSTMENT);
         }
@@ -222,8 +223,8 @@ mod tests {
             r.nri,
             Some((NriVersion::new(0, 12, 2), VersionSource::Reported))
         );
-        assert_eq!(r.events(true), 0x8 | 0x200 | 0x400 | 0x2000);
-        assert_eq!(r.events(false), 0x8 | 0x200 | 0x400);
+        assert_eq!(r.events(true), 0x8 | 0x2000);
+        assert_eq!(r.events(false), 0x8);
         // The field exists only from v0.12, so anything in it means v0.12+.
         for odd in ["(devel)", "0.0.0-unknown"] {
             let r = RuntimeInfo::new("containerd", "v2.3.0", odd, None);
@@ -246,11 +247,7 @@ mod tests {
             c21.describe(),
             "containerd v2.1.4 (NRI older than v0.10, from the runtime release)"
         );
-        assert_eq!(
-            c21.events(true),
-            0x8 | 0x200 | 0x400,
-            "v0.8 knows no bit 14"
-        );
+        assert_eq!(c21.events(true), 0x8, "v0.8 knows no bit 14");
         let crio = RuntimeInfo::new("cri-o", "1.34.0", "", None);
         assert!(crio.supports_args());
         let old_crio = RuntimeInfo::new("cri-o", "1.33.8", "", None);
@@ -262,7 +259,7 @@ mod tests {
         let r = RuntimeInfo::new("other", "9.9", "", None);
         assert_eq!(r.nri, None);
         assert!(!r.supports_args());
-        assert_eq!(r.events(true), 0x8 | 0x200 | 0x400);
+        assert_eq!(r.events(true), 0x8);
         assert!(r.describe().contains("unknown"), "{}", r.describe());
         let forced = RuntimeInfo::new("other", "9.9", "", Some(NriVersion::new(0, 11, 0)));
         assert!(forced.supports_args());
