@@ -53,10 +53,11 @@ fuzz_target!(|data: &[u8]| {
             .decode(b64)
             .expect("patch is base64");
         let patch: json_patch::Patch = serde_json::from_slice(&json).expect("patch is JSON Patch");
-        let mut object = request.object.clone().expect("a patch needs an object");
+        let object = request.object.as_ref().expect("a patch needs an object");
         if request.operation == "CONNECT" {
             return; // exec patches apply to the PodExecOptions object
         }
+        let mut object = object.to_value().expect("a patched object is a JSON value");
         json_patch::patch(&mut object, &patch).expect("our patch applies to the object");
     }
 });

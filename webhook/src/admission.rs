@@ -18,7 +18,7 @@ use crate::policy::exec::{
     ExecDecision, ExecOptions, ExecRequest, ExecStep, ExecVerdict, PodState,
 };
 use crate::policy::{Decision, Endpoint, Mode, Operation, Plan, PodRequest, Policy, Verdict};
-use crate::review::{self, AdmissionRequest, AdmissionResponse, AdmissionReviewOut};
+use crate::review::{self, AdmissionRequest, AdmissionResponse, AdmissionReviewOut, RawObject};
 
 /// Seconds since the Unix epoch; injectable so tests control `iat`.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -200,7 +200,7 @@ impl Admission {
         let Some(object) = req.object.as_ref() else {
             return self.reject(req, "bad-request", "the request has no object".into());
         };
-        let pod: Pod = match serde_json::from_value(object.clone()) {
+        let pod: Pod = match object.parse() {
             Ok(p) => p,
             Err(e) => {
                 return self.reject(
@@ -211,7 +211,7 @@ impl Admission {
             }
         };
         let old_pod: Option<Pod> = match (&operation, req.old_object.as_ref()) {
-            (Operation::Update, Some(old)) => match serde_json::from_value(old.clone()) {
+            (Operation::Update, Some(old)) => match old.parse() {
                 Ok(p) => Some(p),
                 Err(e) => {
                     return self.reject(
@@ -255,7 +255,7 @@ impl Admission {
         namespace: &str,
         pod: &Pod,
         old_pod: Option<&Pod>,
-        object: &Value,
+        object: &RawObject,
         decision: Decision,
     ) -> Reply {
         let mut signed = false;
@@ -349,7 +349,7 @@ impl Admission {
                     "the request has no object".into(),
                 );
             };
-            match serde_json::from_value::<ExecOptions>(object.clone()) {
+            match object.parse::<ExecOptions>() {
                 Ok(o) => o,
                 Err(e) => {
                     return self.reject_event(
@@ -364,7 +364,7 @@ impl Admission {
             // Only read for the record; attach is admitted whatever it says.
             req.object
                 .as_ref()
-                .and_then(|o| serde_json::from_value::<ExecOptions>(o.clone()).ok())
+                .and_then(|o| o.parse::<ExecOptions>().ok())
                 .unwrap_or_default()
         };
         let (Some(namespace), Some(pod_name)) = (
@@ -475,35 +475,47 @@ impl Admission {
 
     /// Signs (unless the plan keeps the existing decision), builds the
     /// patch, and checks that applying it yields a valid Pod.
-    fn patch_for(&self, plan: &Plan, object: &Value) -> Result<(Vec<u8>, bool), String> {
+    fn patch_for(&self, plan: &Plan, object: &RawObject) -> Result<(Vec<u8>, bool), String> {
+        let mut doc = object_value(object)?;
         let token = (!plan.keep_decision).then(|| self.signer.sign(&plan.claims));
-        let ops = patch::build(plan, token.as_deref(), object);
-        let ops_json = serde_json::to_value(&ops).map_err(|e| e.to_string())?;
-        let parsed: json_patch::Patch =
-            serde_json::from_value(ops_json.clone()).map_err(|e| e.to_string())?;
-        let mut doc = object.clone();
+        let ops = patch::build(plan, token.as_deref(), &doc);
+        let (bytes, parsed) = patch_bytes(&ops)?;
         json_patch::patch(&mut doc, &parsed).map_err(|e| format!("patch does not apply: {e}"))?;
         serde_json::from_value::<Pod>(doc).map_err(|e| format!("patched pod is invalid: {e}"))?;
-        let bytes = serde_json::to_vec(&ops_json).map_err(|e| e.to_string())?;
         Ok((bytes, token.is_some()))
     }
 }
 
 /// The `/command` patch, checked by applying it to the options the
 /// apiserver sent: it must apply and yield exactly `command`.
-fn exec_patch(object: Option<&Value>, command: &[String]) -> Result<Vec<u8>, String> {
-    let object = object.ok_or("the request has no object")?;
-    let ops_json = serde_json::to_value(patch::exec_command(command)).map_err(|e| e.to_string())?;
-    let parsed: json_patch::Patch =
-        serde_json::from_value(ops_json.clone()).map_err(|e| e.to_string())?;
-    let mut doc = object.clone();
+fn exec_patch(object: Option<&RawObject>, command: &[String]) -> Result<Vec<u8>, String> {
+    let mut doc = object_value(object.ok_or("the request has no object")?)?;
+    let (bytes, parsed) = patch_bytes(&patch::exec_command(command))?;
     json_patch::patch(&mut doc, &parsed).map_err(|e| format!("patch does not apply: {e}"))?;
     let patched: ExecOptions =
         serde_json::from_value(doc).map_err(|e| format!("patched options are invalid: {e}"))?;
     if patched.command != command {
         return Err("patched options do not carry the wrapped command".into());
     }
-    serde_json::to_vec(&ops_json).map_err(|e| e.to_string())
+    Ok(bytes)
+}
+
+/// The object as a tree, which only applying a patch to it needs. It
+/// fails only for text the typed parse skipped over unread (a number
+/// beyond f64, a lone surrogate escape, nesting deeper than 128) that the
+/// apiserver never sends; the caller then fails closed.
+fn object_value(object: &RawObject) -> Result<Value, String> {
+    object
+        .to_value()
+        .map_err(|e| format!("the object cannot be patched: {e}"))
+}
+
+/// The patch as sent, and as read back from those very bytes, which is
+/// what the apiserver will apply.
+fn patch_bytes(ops: &[patch::PatchOp]) -> Result<(Vec<u8>, json_patch::Patch), String> {
+    let bytes = serde_json::to_vec(ops).map_err(|e| e.to_string())?;
+    let parsed = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    Ok((bytes, parsed))
 }
 
 fn in_band(
@@ -830,6 +842,20 @@ labels = { "nono.sh/mode" = "enforce" }
         assert_eq!(r.key_id.as_deref(), Some(a.signer().kid().as_str()));
         let reply = a.handle(Endpoint::Mutate, &body(false, "alice")).await;
         assert!(!reply.audit.dry_run);
+    }
+
+    #[tokio::test]
+    async fn an_object_that_cannot_be_a_value_is_never_patched() {
+        // Valid JSON grammar in a member the Pod does not have: the typed
+        // parse skips it, the patch self-check cannot build a tree of it.
+        let text = String::from_utf8(body(false, "alice")).unwrap();
+        let text = text.replace(r#""metadata":"#, r#""x":1e400,"metadata":"#);
+        let reply = admission().handle(Endpoint::Mutate, text.as_bytes()).await;
+        assert_eq!((reply.outcome, reply.reason), ("deny", "internal-error"));
+        let resp = response(&reply);
+        assert_eq!(resp["allowed"], false);
+        assert_eq!(resp["status"]["code"], 500);
+        assert!(resp.get("patch").is_none());
     }
 
     #[tokio::test]
