@@ -21,6 +21,10 @@ use kubefence_webhook::policy::{Endpoint, Policy};
 use kubefence_webhook::review;
 use serde_json::{json, Value};
 
+// The server's allocator (src/main.rs), so these are the server's costs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NOW: i64 = 1_780_000_000;
 const RS_CONTROLLER: &str = "system:serviceaccount:kube-system:replicaset-controller";
 
