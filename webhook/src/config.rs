@@ -22,6 +22,11 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_CERT_RELOAD_SECS: u64 = 5;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 25;
+/// The apiserver's default webhook timeout: a request that has not arrived
+/// by then is of no use to it.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
+/// Eight bodies of the default maximum size, within the Deployment's 256Mi.
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Where the node plugin mounts nono and the profiles inside containers
 /// (the node plugin's `container_dir`).
 pub const DEFAULT_NONO_DIR: &str = "/nono";
@@ -286,6 +291,14 @@ pub struct ConfigFile {
     pub max_body_bytes: usize,
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// How long a client may take to send a request's headers (and an idle
+    /// HTTP/1.1 connection may wait for its next request), and separately
+    /// its body.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Request-body bytes held in memory at once, across all requests.
+    #[serde(default = "default_max_buffered_body")]
+    pub max_buffered_body_bytes: usize,
     /// Directory holding `catalog.json`. Optional only in `--dev`, which
     /// has a built-in catalog.
     #[serde(default)]
@@ -330,6 +343,12 @@ fn default_max_body() -> usize {
 fn default_grace() -> u64 {
     DEFAULT_SHUTDOWN_GRACE_SECS
 }
+fn default_request_timeout() -> u64 {
+    DEFAULT_REQUEST_TIMEOUT_SECS
+}
+fn default_max_buffered_body() -> usize {
+    DEFAULT_MAX_BUFFERED_BODY_BYTES
+}
 fn default_plugin() -> String {
     DEFAULT_REQUIRED_PLUGIN.into()
 }
@@ -360,6 +379,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub shutdown_grace_secs: u64,
+    pub request_timeout: std::time::Duration,
+    pub max_buffered_body_bytes: usize,
     pub policy: PolicyConfig,
     /// Timeout of the pod GET done for each exec.
     pub pod_lookup_timeout: std::time::Duration,
@@ -399,6 +420,21 @@ impl ConfigFile {
                 format!(
                     "{} is too small for an AdmissionReview; use at least 65536",
                     self.max_body_bytes
+                ),
+            ));
+        }
+        if !(1..=300).contains(&self.request_timeout_secs) {
+            return Err(invalid(
+                "request_timeout_secs",
+                format!("{} is not between 1 and 300", self.request_timeout_secs),
+            ));
+        }
+        if self.max_buffered_body_bytes < self.max_body_bytes {
+            return Err(invalid(
+                "max_buffered_body_bytes",
+                format!(
+                    "{} is less than max_body_bytes ({}): a request of the allowed size could never be read",
+                    self.max_buffered_body_bytes, self.max_body_bytes
                 ),
             ));
         }
@@ -499,6 +535,8 @@ impl ConfigFile {
             listen,
             max_body_bytes: self.max_body_bytes,
             shutdown_grace_secs: self.shutdown_grace_secs,
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            max_buffered_body_bytes: self.max_buffered_body_bytes,
             policy: PolicyConfig {
                 catalog,
                 default_profile,
@@ -589,6 +627,28 @@ handler = "nono-runc"
             "exec is denied by default"
         );
         assert_eq!(c.pod_lookup_timeout.as_millis(), 2000);
+        assert_eq!(c.request_timeout.as_secs(), 10);
+        assert_eq!(c.max_buffered_body_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn request_limits_are_checked() {
+        let err = load(&format!("request_timeout_secs = 0\n{MINIMAL}")).unwrap_err();
+        assert!(err.to_string().contains("request_timeout_secs"), "{err}");
+        let err = load(&format!(
+            "max_body_bytes = 1048576\nmax_buffered_body_bytes = 65536\n{MINIMAL}"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("less than max_body_bytes"),
+            "{err}"
+        );
+        let c = load(&format!(
+            "request_timeout_secs = 3\nmax_buffered_body_bytes = 9000000\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.request_timeout.as_secs(), 3);
+        assert_eq!(c.max_buffered_body_bytes, 9_000_000);
     }
 
     #[test]

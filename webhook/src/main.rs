@@ -273,7 +273,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let state = AppState {
         admission,
         metrics,
-        max_body_bytes: config.max_body_bytes,
+        limits: Arc::new(server::Limits::from_config(&config)),
     };
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;

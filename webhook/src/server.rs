@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures::FutureExt;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::admission::{Admission, Reply};
 use crate::metrics::Metrics;
@@ -32,7 +33,85 @@ pub enum ServeError {
 pub struct AppState {
     pub admission: Arc<Admission>,
     pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limits>,
+}
+
+/// What one client may cost: its request's size and time, and a share of
+/// the bytes all requests may buffer together. Without these a few clients
+/// that send slowly, or stop halfway, would hold memory until the process
+/// is killed, and with it admission for the whole cluster.
+pub struct Limits {
     pub max_body_bytes: usize,
+    /// For the request's headers (and an idle HTTP/1.1 connection's next
+    /// request), then again for its body.
+    pub request_timeout: Duration,
+    pub max_buffered_body_bytes: usize,
+    /// One permit per body byte held.
+    buffered: Semaphore,
+}
+
+impl Limits {
+    pub fn new(
+        max_body_bytes: usize,
+        request_timeout: Duration,
+        max_buffered_body_bytes: usize,
+    ) -> Self {
+        Self {
+            max_body_bytes,
+            request_timeout,
+            max_buffered_body_bytes,
+            buffered: Semaphore::new(max_buffered_body_bytes.min(Semaphore::MAX_PERMITS)),
+        }
+    }
+
+    /// From the validated configuration.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self::new(
+            config.max_body_bytes,
+            config.request_timeout,
+            config.max_buffered_body_bytes,
+        )
+    }
+}
+
+/// Why a body was not read.
+#[derive(Debug)]
+enum BodyError {
+    TooLarge,
+    Busy,
+    Read(String),
+}
+
+/// Reads a body within `max_body_bytes`, taking a permit per byte as it
+/// arrives: when all requests together hold `max_buffered_body_bytes`, the
+/// next byte is refused instead of waited for.
+async fn read_body(
+    body: Body,
+    limits: &Limits,
+) -> Result<(Vec<u8>, Option<SemaphorePermit<'_>>), BodyError> {
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut held: Option<SemaphorePermit<'_>> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > limits.max_body_bytes {
+            return Err(BodyError::TooLarge);
+        }
+        let n = u32::try_from(data.len()).map_err(|_| BodyError::TooLarge)?;
+        let permit = limits
+            .buffered
+            .try_acquire_many(n)
+            .map_err(|_| BodyError::Busy)?;
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf, held))
 }
 
 pub fn router(state: AppState) -> Router {
@@ -64,12 +143,13 @@ fn plain(status: StatusCode, text: String) -> Response {
 
 async fn review(st: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
+    let limits = &st.limits;
     let too_large = || {
         plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "request body exceeds the {} byte limit (max_body_bytes)\n",
-                st.max_body_bytes
+                limits.max_body_bytes
             ),
         )
     };
@@ -77,12 +157,12 @@ async fn review(st: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let reply = if declared.is_some_and(|n| n > st.max_body_bytes as u64) {
+    let reply = if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
         Err(too_large())
     } else {
-        match Limited::new(body, st.max_body_bytes).collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
+        match tokio::time::timeout(limits.request_timeout, read_body(body, limits)).await {
+            // The permit is held until the reply is built.
+            Ok(Ok((bytes, _permit))) => {
                 let admission = st.admission.clone();
                 // A bug must cost one request, never the process or others.
                 match AssertUnwindSafe(admission.handle(endpoint, &bytes))
@@ -96,10 +176,24 @@ async fn review(st: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body
                     )),
                 }
             }
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-            Err(e) => Err(plain(
+            Ok(Err(BodyError::TooLarge)) => Err(too_large()),
+            Ok(Err(BodyError::Busy)) => Err(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the webhook already holds {} bytes of request bodies (max_buffered_body_bytes); retry\n",
+                    limits.max_buffered_body_bytes
+                ),
+            )),
+            Ok(Err(BodyError::Read(e))) => Err(plain(
                 StatusCode::BAD_REQUEST,
                 format!("reading request body: {e}\n"),
+            )),
+            Err(_) => Err(plain(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {} s (request_timeout_secs)\n",
+                    limits.request_timeout.as_secs()
+                ),
             )),
         }
     };
@@ -130,6 +224,8 @@ async fn review(st: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body
             let reason = match resp.status() {
                 StatusCode::PAYLOAD_TOO_LARGE => "too-large",
                 StatusCode::BAD_REQUEST => "bad-request",
+                StatusCode::REQUEST_TIMEOUT => "timeout",
+                StatusCode::SERVICE_UNAVAILABLE => "busy",
                 _ => "internal-error",
             };
             st.metrics
@@ -187,10 +283,20 @@ pub async fn serve(
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
         stopper.graceful_shutdown(Some(grace));
     });
-    axum_server::from_tcp_rustls(listener, rustls)?
-        .handle(handle)
-        .serve(router(state).into_make_service())
-        .await?;
+    let mut server = axum_server::from_tcp_rustls(listener, rustls)?.handle(handle);
+    // Slow or silent clients: hyper closes an HTTP/1.1 connection whose
+    // request head (or next request, when idle) does not arrive in time;
+    // HTTP/2 connections whose peer stops answering pings are closed.
+    // Bodies are timed in `review`.
+    let builder = server.http_builder();
+    builder
+        .http1()
+        .header_read_timeout(state.limits.request_timeout);
+    builder
+        .http2()
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    server.serve(router(state).into_make_service()).await?;
     Ok(())
 }
 

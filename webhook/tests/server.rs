@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use kubefence_webhook::pods::StaticPods;
 use std::time::Duration;
 
 use common::*;
@@ -415,29 +415,12 @@ async fn graceful_shutdown_stops_accepting() {
 async fn graceful_shutdown_finishes_an_in_flight_request() {
     use std::io::{Read, Write};
     let h = start().await;
-    let port: u16 = h.base.rsplit(':').next().unwrap().parse().unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    {
-        use rustls::pki_types::pem::PemObject;
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(h.ca.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-    }
-    let cfg = Arc::new(
-        rustls::ClientConfig::builder_with_provider(tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let (port, ca) = (h.port, h.ca.clone());
     let body = serde_json::to_vec(&review(&Req::create("s1", deployment_pod()))).unwrap();
     let (half_sent_tx, half_sent_rx) = tokio::sync::oneshot::channel::<()>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let client = tokio::task::spawn_blocking(move || {
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let conn = rustls::ClientConnection::new(cfg, name).unwrap();
-        let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let mut tls = tls_stream(port, &ca);
         let head = format!(
             "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -466,4 +449,106 @@ async fn graceful_shutdown_finishes_an_in_flight_request() {
     assert!(response.contains(r#""uid":"s1""#), "{response}");
     assert!(response.contains(r#""allowed":true"#), "{response}");
     server.await.unwrap().unwrap();
+}
+
+/// Slow and stalled clients (request_timeout_secs = 1 here) and the shared
+/// body budget (two bodies of 64 KiB).
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_bodies_share_a_budget() {
+    use std::io::{Read, Write};
+    let config = CONFIG.replace(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\nrequest_timeout_secs = 1\nmax_buffered_body_bytes = 131072",
+    );
+    let h = start_with(&config, |_| StaticPods::default()).await;
+    let (port, ca) = (h.port, h.ca.clone());
+
+    // Each stalled client in its own thread; returns what the server sent
+    // before closing, or None if it was still open after 10 s.
+    let stall = |head: String, body: Vec<u8>| {
+        let ca = ca.clone();
+        std::thread::spawn(move || {
+            let mut tls = tls_stream(port, &ca);
+            tls.sock
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            tls.write_all(head.as_bytes()).unwrap();
+            tls.write_all(&body).unwrap();
+            tls.flush().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match tls.read(&mut buf) {
+                    Ok(0) => return Some(String::from_utf8_lossy(&got).into_owned()),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                    // reset or a TLS close without close_notify: closed
+                    Err(_) => return Some(String::from_utf8_lossy(&got).into_owned()),
+                }
+            }
+        })
+    };
+    let head = |len: usize| {
+        format!("POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n")
+    };
+
+    // Half a request head: the connection is closed, nothing answered.
+    let half_head = stall("POST /mutate HTTP/1.1\r\nHost: 12".into(), Vec::new());
+    // Two bodies that stop short, 65,000 of 65,500 bytes each: they hold
+    // 130,000 of the 131,072 bytes all bodies may buffer together.
+    let big = vec![b' '; 65_000];
+    let stalled: Vec<_> = (0..2).map(|_| stall(head(65_500), big.clone())).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Meanwhile a normal review finds the budget spent: 503, not a wait.
+    let resp = h
+        .post_raw(
+            "/mutate",
+            serde_json::to_vec(&review(&Req::create("b1", deployment_pod()))).unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("max_buffered_body_bytes"));
+
+    // The stalled bodies time out with 408 and give their bytes back.
+    for t in stalled {
+        let got = tokio::task::spawn_blocking(move || t.join().unwrap())
+            .await
+            .unwrap()
+            .expect("a stalled body was never timed out");
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(got.contains("request_timeout_secs"), "{got}");
+    }
+    let got = tokio::task::spawn_blocking(move || half_head.join().unwrap())
+        .await
+        .unwrap()
+        .expect("a half request head was never timed out");
+    assert!(!got.contains("200 OK"), "{got}");
+
+    let v = h
+        .admit("/mutate", &Req::create("b2", deployment_pod()))
+        .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"outcome="error",reason="busy"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"outcome="error",reason="timeout"} 2"#),
+        "{metrics}"
+    );
+    h.stop().await;
 }

@@ -49,6 +49,7 @@ labels = { "nono.sh/mode" = "audit" }
 
 pub struct Harness {
     pub base: String,
+    pub port: u16,
     pub client: reqwest::Client,
     /// What a node trusts: only the webhook's public key.
     pub node_trust: TrustSet,
@@ -75,6 +76,30 @@ pub fn client_trusting(ca_pem: &str) -> reqwest::Client {
         .tls_backend_preconfigured(tls)
         .build()
         .unwrap()
+}
+
+/// A raw TLS connection to the server on 127.0.0.1:`port`, for tests that
+/// write HTTP by hand (half requests, stalls).
+pub fn tls_stream(
+    port: u16,
+    ca_pem: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = Arc::new(
+        rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).unwrap();
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    rustls::StreamOwned::new(conn, sock)
 }
 
 /// Writes a cert pair the way the kubelet lays out a Secret volume:
@@ -131,7 +156,7 @@ pub async fn start_with(config: &str, pods: impl FnOnce(&Signer) -> StaticPods) 
     let state = AppState {
         admission: Arc::new(admission),
         metrics: Arc::new(Metrics::new()),
-        max_body_bytes: config.max_body_bytes,
+        limits: Arc::new(server::Limits::from_config(&config)),
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -147,6 +172,7 @@ pub async fn start_with(config: &str, pods: impl FnOnce(&Signer) -> StaticPods) 
     ));
     Harness {
         base: format!("https://127.0.0.1:{port}"),
+        port,
         client: client_trusting(&cert),
         node_trust,
         certs,
