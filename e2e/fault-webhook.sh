@@ -35,6 +35,11 @@
 #     status and a readable error, never an unwarranted allowed+patch; the
 #     server's counters agree; healthy afterwards, same pid, no connection
 #     left open, VmHWM bounded.
+#   5 slow and stalled clients at once (load.py stall): idle connections,
+#     half request heads and half bodies are cut off within
+#     request_timeout_secs (408 for bodies, or 503 at once when the bodies
+#     held reach max_buffered_body_bytes); peak RSS stays within the budget;
+#     healthy afterwards, no connection left open.
 #   2 SIGTERM under load with slow in-flight requests: each gets its 200,
 #     the listener closes at once, exit 0 within shutdown_grace_secs, no
 #     request answered by the webhook and lost on the way.
@@ -75,6 +80,7 @@ MEM_GROWTH_MAX_KB=1024
 # nesting level before the depth limit.
 HWM_MAX_KB=$((128 * 1024))
 SLOW_CLIENTS=10
+STALL_CLIENTS=20 # of each kind; 20 half bodies of 4 MiB are more than the 64 MiB budget
 SHUTDOWN_MARGIN=5 # seconds allowed beyond shutdown_grace_secs
 
 passed=0 failed=0
@@ -327,6 +333,35 @@ if [ -n "$peak" ] && [ "$peak" -le "$HWM_MAX_KB" ] && [ "$load_peak" -le "$HWM_M
 else
   fail "4 peak RSS over the bound ($HWM_MAX_KB kB): $peaks"
 fi
+
+# ============================================================ 5 stalls
+phase "5 slow and stalled clients"
+req_timeout="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb")).get("request_timeout_secs", 10))' "$cfg")"
+budget="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb")).get("max_buffered_body_bytes", 67108864))' "$cfg")"
+fds_before="$(fds "$pid")" rss_before="$(rss "$pid")"
+echo 5 2>/dev/null >"/proc/$pid/clear_refs" || true
+timeout $((req_timeout + 60)) python3 "$load" stall "$port" "$ca" "$ns" "$STALL_CLIENTS" "$max_body" "$budget" "$req_timeout" \
+  >"$work/stall.out" 2>"$work/stall.err"
+src=$?
+while read -r line; do
+  case "$line" in
+    *'"ok": true'*) pass "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("5 stalled %(kind)s: %(clients)d clients, %(summary)s, the slowest after %(slowest_secs)s s (limit %(limit_secs)s s)" % d)' "$line")" ;;
+    *'"kind"'*) fail "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("5 stalled %(kind)s: %(summary)s; %(late)d late; e.g. %(bad)s" % d)' "$line")" ;;
+    *) note "$line" ;;
+  esac
+done <"$work/stall.out"
+[ "$src" = 0 ] || grep -q '"kind"' "$work/stall.out" || fail "5 stalls: load.py stall exited $src: $(tail -3 "$work/stall.err")"
+peak="$(hwm "$pid")"
+# What the stalls may hold: the budget of body bytes, plus buffers of 60
+# connections, over what the webhook held before.
+stall_max=$((rss_before + budget / 1024 + 32 * 1024))
+check "5 peak RSS within the body budget" "$([ "$peak" -le "$stall_max" ] || echo "VmHWM $peak kB > $stall_max kB")" \
+  "VmHWM $((peak / 1024)) MiB during the stalls, RSS before $((rss_before / 1024)) MiB, budget $((budget / 1048576)) MiB"
+why="" admitted="$(timeout 30 python3 "$load" admit "$port" "$ca" "$ns" "$pub" after-stalls 2>&1)" || why="$(echo "$admitted" | tail -1)"
+for _ in $(seq 1 100); do [ "$(fds "$pid")" -le $((fds_before + 2)) ] && break; sleep 0.1; done
+[ "$(fds "$pid")" -le $((fds_before + 2)) ] || why="${why:+$why; }$(fds "$pid") fds, $fds_before before the stalls"
+alive "$pid" || why="${why:+$why; }webhook process $pid gone"
+check "5 healthy after the stalls" "$why" "a valid review still mutated; no connection left open ($(fds "$pid") fds)"
 
 # ============================================================ 2 SIGTERM
 phase "2 SIGTERM under load"

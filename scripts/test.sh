@@ -8,10 +8,15 @@
 #   2. cargo test: unit and integration tests of every crate
 #   3. e2e/node-e2e.sh: real containerd (2.2 and 2.4) + runc + nono + plugin
 #   4. e2e/cluster-e2e.sh: real kube-apiserver + etcd + webhook + manifests
-#   5. scripts/fuzz-ci.sh: every fuzz target for a bounded time
+#   5. e2e/fault-node.sh: the plugin across containerd restarts, a frozen
+#      and a hung plugin, hundreds of creates (never unwrapped, fds/RSS flat)
+#   6. e2e/fault-webhook.sh: the webhook under load through certificate
+#      rotation, SIGTERM and hostile input at volume
+#   7. scripts/fuzz-ci.sh: every fuzz target for a bounded time
 # and ends with one line summing them: "N passed, N failed".
 #
-#   KUBEFENCE_TEST_ONLY="cargo node cluster fuzz"   run a subset
+#   KUBEFENCE_TEST_ONLY="cargo node cluster node-faults webhook-faults fuzz"
+#                                                  run a subset
 #   KUBEFENCE_FUZZ_SECONDS=20                      time per fuzz target
 #   KUBEFENCE_FUZZ_AFTER_MIN=70                    skip (and say so) the fuzz
 #       suite when the run is already older than this: on a fresh machine the
@@ -21,7 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 started=$(date +%s)
-only="${KUBEFENCE_TEST_ONLY:-cargo node cluster fuzz}"
+only="${KUBEFENCE_TEST_ONLY:-cargo node cluster node-faults webhook-faults fuzz}"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 total_pass=0
@@ -71,6 +76,8 @@ cargo_tests() {
 wants cargo && run_suite cargo cargo_tests
 wants node && run_suite node "$root/e2e/node-e2e.sh"
 wants cluster && run_suite cluster "$root/e2e/cluster-e2e.sh"
+wants node-faults && run_suite node-faults "$root/e2e/fault-node.sh"
+wants webhook-faults && run_suite webhook-faults "$root/e2e/fault-webhook.sh"
 if wants fuzz; then
   elapsed_min=$(( ($(date +%s) - started) / 60 ))
   if [ "$elapsed_min" -ge "${KUBEFENCE_FUZZ_AFTER_MIN:-70}" ]; then

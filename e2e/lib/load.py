@@ -25,6 +25,10 @@ https://127.0.0.1:PORT and verifies the server against CA (name 127.0.0.1).
                                            -> thousands of hostile requests (see cmd_hostile);
                                               one line per class on stdout, details in OUT;
                                               exit 1 if any class got an unexpected answer
+  load.py stall PORT CA NS N MAXBODY BUDGET TIMEOUT
+                                           -> N clients of each stalling kind at once (see
+                                              cmd_stall); one line per kind; exit 1 if any
+                                              was not cut off as it should be
   load.py delta BEFORE AFTER               -> the counters that changed between two `metrics`
 Judging commands (print what was found; exit 1 with the reasons if it is wrong):
   load.py all-ok RESULT.json               -> every request of an oha run a 200, no error
@@ -967,6 +971,72 @@ def cmd_hostile(port, ca, ns, plain_ns, pubkey, max_body, out):
     sys.exit(1 if failed else 0)
 
 
+def _stall_one(port, ctx, kind, maxbody, timeout):
+    """One client that stops sending: 'idle' (nothing after the handshake),
+    'half-head' (part of a request head), 'half-body' (a head declaring
+    MAXBODY bytes, then half of them). Returns what the server did and when."""
+    started = time.time()
+    s = connect(port, ctx)
+    s.settimeout(timeout + 15)
+    try:
+        if kind == "half-head":
+            s.sendall(b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
+        elif kind == "half-body":
+            s.sendall(head("/mutate", maxbody))
+            try:
+                s.sendall(b" " * (maxbody // 2))
+            except OSError:
+                pass  # answered (503) and closed while we were still sending
+        try:
+            r = read_response(s)
+        except (EOFError, ValueError, OSError) as e:
+            r, err = None, str(e)
+        else:
+            err = ""
+        return {"kind": kind, "status": r and r.status, "text": r.text()[:200] if r else "",
+                "err": err[:200], "secs": round(time.time() - started, 2)}
+    except socket.timeout:
+        return {"kind": kind, "status": None, "text": "", "err": "still open", "secs": round(time.time() - started, 2)}
+    finally:
+        s.close()
+
+
+def cmd_stall(port, ca, ns, n, maxbody, budget, timeout):
+    """N idle, N half-head and N half-body clients at once. Each must be cut
+    off by the server within TIMEOUT (request_timeout_secs) + 5 s: idle and
+    half-head connections closed without an answer; half bodies answered
+    408, or 503 when the bodies already held fill BUDGET
+    (max_buffered_body_bytes) -- and then at least N - BUDGET/(MAXBODY/2) of
+    them must be 503, or the budget is not enforced."""
+    port, n, maxbody, budget, timeout = int(port), int(n), int(maxbody), int(budget), int(timeout)
+    ctx = context(ca)
+    kinds = ["idle", "half-head", "half-body"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3 * n) as pool:
+        futs = [pool.submit(_stall_one, port, ctx, k, maxbody, timeout) for k in kinds for _ in range(n)]
+        results = [f.result() for f in futs]
+    failed = False
+    limit = timeout + 5
+    for k in kinds:
+        rs = [r for r in results if r["kind"] == k]
+        late = [r for r in rs if r["err"] == "still open" or r["secs"] > limit]
+        if k == "half-body":
+            bad = [r for r in rs if r["status"] not in (408, 503) or not readable(r["text"])]
+            busy = sum(r["status"] == 503 for r in rs)
+            need = max(0, n - budget // (maxbody // 2))
+            ok = not late and not bad and busy >= need
+            why = "%d answered 408 (timed out), %d 503 (budget full; at least %d needed)" % (
+                sum(r["status"] == 408 for r in rs), busy, need)
+        else:
+            bad = [r for r in rs if r["status"] is not None]
+            ok = not late and not bad
+            why = "all closed without an answer"
+        print(json.dumps({"kind": k, "clients": len(rs), "ok": ok, "summary": why,
+                          "slowest_secs": max(r["secs"] for r in rs), "limit_secs": limit,
+                          "late": len(late), "bad": (bad + late)[:2]}))
+        failed |= not ok
+    sys.exit(1 if failed else 0)
+
+
 COMMANDS = {
     "review": lambda ns, uid, n="0": sys.stdout.write(json.dumps(review(ns, uid, int(n))) + "\n"),
     "oha": cmd_oha, "serial": cmd_serial, "admit": cmd_admit, "metrics": cmd_metrics,
@@ -974,7 +1044,7 @@ COMMANDS = {
     "all-ok": cmd_all_ok, "delta": cmd_delta, "rotation-metrics": cmd_rotation_metrics,
     "memory": cmd_memory, "hostile-metrics": cmd_hostile_metrics, "slow-results": cmd_slow_results,
     "shutdown-load": cmd_shutdown_load, "handshakes": cmd_handshakes,
-    "handshake-results": cmd_handshake_results,
+    "handshake-results": cmd_handshake_results, "stall": cmd_stall,
 }
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod idle;
 pub mod keyfiles;
 pub mod metrics;
 pub mod namespaces;

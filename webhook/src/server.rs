@@ -82,32 +82,44 @@ enum BodyError {
     Read(String),
 }
 
-/// Reads a body within `max_body_bytes`, taking a permit per byte as it
-/// arrives: when all requests together hold `max_buffered_body_bytes`, the
-/// next byte is refused instead of waited for.
+/// Reads a body within `max_body_bytes`, taking a permit per byte of
+/// buffer it allocates, as the bytes arrive: when all requests together
+/// hold `max_buffered_body_bytes`, the request is refused instead of waited
+/// for. The buffer grows geometrically but never past the declared length,
+/// and its whole capacity is what is counted.
 async fn read_body(
     body: Body,
+    declared: Option<u64>,
     limits: &Limits,
 ) -> Result<(Vec<u8>, Option<SemaphorePermit<'_>>), BodyError> {
+    let ceiling = declared
+        .and_then(|d| usize::try_from(d).ok())
+        .unwrap_or(limits.max_body_bytes)
+        .min(limits.max_body_bytes);
     let mut body = body;
-    let mut buf = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
     let mut held: Option<SemaphorePermit<'_>> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        if buf.len() + data.len() > limits.max_body_bytes {
+        let needed = buf.len() + data.len();
+        if needed > limits.max_body_bytes {
             return Err(BodyError::TooLarge);
         }
-        let n = u32::try_from(data.len()).map_err(|_| BodyError::TooLarge)?;
-        let permit = limits
-            .buffered
-            .try_acquire_many(n)
-            .map_err(|_| BodyError::Busy)?;
-        match held.as_mut() {
-            Some(h) => h.merge(permit),
-            None => held = Some(permit),
+        if needed > buf.capacity() {
+            let cap = needed.max((buf.capacity() * 2).min(ceiling));
+            let extra = u32::try_from(cap - buf.capacity()).map_err(|_| BodyError::TooLarge)?;
+            let permit = limits
+                .buffered
+                .try_acquire_many(extra)
+                .map_err(|_| BodyError::Busy)?;
+            match held.as_mut() {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+            buf.reserve_exact(cap - buf.len());
         }
         buf.extend_from_slice(&data);
     }
@@ -160,7 +172,7 @@ async fn review(st: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body
     let reply = if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
         Err(too_large())
     } else {
-        match tokio::time::timeout(limits.request_timeout, read_body(body, limits)).await {
+        match tokio::time::timeout(limits.request_timeout, read_body(body, declared, limits)).await {
             // The permit is held until the reply is built.
             Ok(Ok((bytes, _permit))) => {
                 let admission = st.admission.clone();
@@ -283,19 +295,24 @@ pub async fn serve(
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
         stopper.graceful_shutdown(Some(grace));
     });
-    let mut server = axum_server::from_tcp_rustls(listener, rustls)?.handle(handle);
-    // Slow or silent clients: hyper closes an HTTP/1.1 connection whose
-    // request head (or next request, when idle) does not arrive in time;
-    // HTTP/2 connections whose peer stops answering pings are closed.
-    // Bodies are timed in `review`.
+    // Slow or silent clients: a connection that sends nothing for
+    // request_timeout is closed (under TLS, so handshake and all); hyper
+    // closes an HTTP/1.1 connection whose request head does not arrive in
+    // that time; idle HTTP/2 connections are pinged twice as often, so a
+    // live peer's acks keep them open and a dead one is dropped. Bodies are
+    // timed in `review`.
+    let timeout = state.limits.request_timeout;
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+        .acceptor(crate::idle::IdleAcceptor::new(timeout));
+    let mut server = axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
+        .handle(handle);
     let builder = server.http_builder();
-    builder
-        .http1()
-        .header_read_timeout(state.limits.request_timeout);
+    builder.http1().header_read_timeout(timeout);
     builder
         .http2()
-        .keep_alive_interval(Some(Duration::from_secs(20)))
-        .keep_alive_timeout(Duration::from_secs(10));
+        .keep_alive_interval(Some(timeout / 2))
+        .keep_alive_timeout(timeout);
     server.serve(router(state).into_make_service()).await?;
     Ok(())
 }
