@@ -77,7 +77,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "the client sent nothing within request_timeout_secs",
+                    "the client sent nothing for longer than request_timeout_secs",
                 ))),
                 Poll::Pending => Poll::Pending,
             },

@@ -74,6 +74,9 @@ impl Limits {
     }
 }
 
+/// How much longer than request_timeout a connection may send nothing.
+const IDLE_GRACE: Duration = Duration::from_secs(2);
+
 /// Why a body was not read.
 #[derive(Debug)]
 enum BodyError {
@@ -295,15 +298,17 @@ pub async fn serve(
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
         stopper.graceful_shutdown(Some(grace));
     });
-    // Slow or silent clients: a connection that sends nothing for
-    // request_timeout is closed (under TLS, so handshake and all); hyper
-    // closes an HTTP/1.1 connection whose request head does not arrive in
-    // that time; idle HTTP/2 connections are pinged twice as often, so a
-    // live peer's acks keep them open and a dead one is dropped. Bodies are
-    // timed in `review`.
+    // Slow or silent clients: hyper closes an HTTP/1.1 connection whose
+    // request head does not arrive in request_timeout; bodies are timed in
+    // `review` (408). A connection that sends nothing at all is closed a
+    // little later (under TLS, so handshake and all; later, so that a
+    // stalled body gets its 408 rather than a reset). Idle HTTP/2
+    // connections are pinged at half the timeout, so a live peer's acks keep
+    // them open and a dead one is dropped.
     let timeout = state.limits.request_timeout;
+    let silence = timeout + IDLE_GRACE;
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
-        .acceptor(crate::idle::IdleAcceptor::new(timeout));
+        .acceptor(crate::idle::IdleAcceptor::new(silence));
     let mut server = axum_server::from_tcp(listener)?
         .acceptor(acceptor)
         .handle(handle);
