@@ -12,7 +12,9 @@
 # the webhook's and floor's peak RSS (VmHWM). Loopback only.
 #
 # The load generator shares the machine's cores with the servers: numbers
-# are for comparison with the floor, not absolute capacity.
+# are for comparison with the floor, not absolute capacity. BENCH_PIN=1
+# pins the servers to CPU 0 and oha to CPU 1 (taskset), so the generator
+# does not preempt the server it measures.
 set -euo pipefail
 
 secs=${1:-10}
@@ -28,6 +30,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 command -v oha >/dev/null || cargo install oha --locked
 command -v python3 >/dev/null || { echo "bench-webhook: needs python3 (to read oha's JSON)" >&2; exit 1; }
+
+pin_server=() pin_load=()
+if [ "${BENCH_PIN:-}" = 1 ]; then pin_server=(taskset -c 0) pin_load=(taskset -c 1); fi
 
 cd "$root"
 cargo build --release -p kubefence-webhook --bin kubefence-webhook --example floor
@@ -51,11 +56,11 @@ cat >"$tmp/review.json" <<'JSON'
 JSON
 
 # Audit records (one line per request) go to a file, as to a log pipe.
-RUST_LOG=warn "$webhook_bin" serve --dev --dev-dir "$tmp/dev" --listen "127.0.0.1:$wh_port" \
+RUST_LOG=warn "${pin_server[@]}" "$webhook_bin" serve --dev --dev-dir "$tmp/dev" --listen "127.0.0.1:$wh_port" \
     >"$tmp/webhook.audit" 2>"$tmp/webhook.err" &
 wh_pid=$!
 pids+=("$wh_pid")
-"$floor_bin" "127.0.0.1:$floor_port" "$tmp/floor" 2>"$tmp/floor.err" &
+"${pin_server[@]}" "$floor_bin" "127.0.0.1:$floor_port" "$tmp/floor" 2>"$tmp/floor.err" &
 floor_pid=$!
 pids+=("$floor_pid")
 
@@ -89,7 +94,7 @@ run() {
     else
         args=(-c "$conns" -q "$rate" --latency-correction)
     fi
-    oha -z "${secs}s" "${args[@]}" --no-tui --insecure --output-format json \
+    "${pin_load[@]}" oha -z "${secs}s" "${args[@]}" --no-tui --insecure --output-format json \
         -m POST -H 'content-type: application/json' -D "$tmp/review.json" "$url" \
         >"$tmp/out.json" 2>"$tmp/oha.err" || { cat "$tmp/oha.err" >&2; exit 1; }
     python3 - "$name" "$rate" "$tmp/out.json" >>"$tmp/results" <<'PY'
