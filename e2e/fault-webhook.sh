@@ -14,7 +14,7 @@
 #
 # Needs cargo, kubectl, openssl, python3 with cryptography (for
 # e2e/cluster/verify-decision.py; installed if missing) and oha
-# (~/.cargo/bin; `cargo install oha --locked` if missing). Helpers:
+# (~/.cargo/bin; `cargo install oha --version 1.16.0 --locked` if missing). Helpers:
 # e2e/lib/load.py. Every run is bounded in count (oha -n, or stopped with
 # SIGINT once the rotations are done) and in time (oha -z / -t, timeout);
 # nothing asserts on latency. The load runs use HTTP/1.1 with and without
@@ -127,7 +127,7 @@ kf_log "building kubefence-webhook ($profile)"
   || kf_die "cargo build failed"
 bin="${CARGO_TARGET_DIR:-$repo/target}/$profile/kubefence-webhook"
 [ -x "$bin" ] || kf_die "no $bin"
-command -v oha >/dev/null || { kf_log "installing oha"; cargo install oha --locked >&2 || kf_die "cargo install oha failed"; }
+command -v oha >/dev/null || { kf_log "installing oha"; cargo install oha --version 1.16.0 --locked >&2 || kf_die "cargo install oha failed"; }
 python3 -c 'import cryptography' 2>/dev/null || kf_apt_install python3-cryptography
 note "binary: $bin ($profile build); $(oha --version)"
 

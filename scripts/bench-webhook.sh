@@ -28,7 +28,7 @@ floor_port=${BENCH_FLOOR_PORT:-18444}
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
 
-command -v oha >/dev/null || cargo install oha --locked
+command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked
 command -v python3 >/dev/null || { echo "bench-webhook: needs python3 (to read oha's JSON)" >&2; exit 1; }
 
 pin_server=() pin_load=()
