@@ -311,15 +311,7 @@ async fn malformed_and_oversized_bodies() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(r#"kubefence_webhook_decisions_total{endpoint="mutate",outcome="error",reason="too-large"} 1"#),
         "{metrics}"
@@ -540,15 +532,7 @@ async fn slow_clients_are_cut_off_and_bodies_share_a_budget() {
         .admit("/mutate", &Req::create("b2", deployment_pod()))
         .await;
     assert_eq!(v["allowed"], true, "{v}");
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(r#"outcome="error",reason="busy"} 1"#),
         "{metrics}"

@@ -309,6 +309,18 @@ pub fn review(r: &Req<'_>) -> Value {
 }
 
 impl Harness {
+    /// The /metrics text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.base))
